@@ -1,0 +1,1 @@
+"""Evaluation: BSS Eval v4 and MUSDB18-HQ runs."""
