@@ -1,0 +1,1 @@
+"""Numba kernels: small pure functions on contiguous float32/float64 arrays."""
