@@ -1,0 +1,68 @@
+"""Named trace points on the forward pass.
+
+Every layer ends with ``trace.point(name, array)`` where ``name`` is the PyTorch module
+path of the module whose output ``array`` is. With no capture active the call is one
+attribute lookup and a branch. Inside ``with trace.capture() as records:`` each point
+appends a record; a ``context`` dict (segment, shift and model indices of the current
+call) is attached to every record so repeated calls keep one name.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from typing import Callable
+
+import numpy as np
+
+_state = threading.local()
+
+
+def _active():
+    return getattr(_state, "sink", None)
+
+
+def point(name: str, array):
+    """Record ``array`` under ``name`` if a capture is active; always returns ``array``."""
+    sink = _active()
+    if sink is not None:
+        sink(name, array)
+    return array
+
+
+def current_context() -> dict:
+    return dict(getattr(_state, "context", {}))
+
+
+@contextlib.contextmanager
+def call_context(**indices):
+    """Attach call indices (``segment=3``, ``shift=0``, ``model=1``) to the records made inside."""
+    previous = getattr(_state, "context", {})
+    _state.context = {**previous, **indices}
+    try:
+        yield
+    finally:
+        _state.context = previous
+
+
+@contextlib.contextmanager
+def capture(tensors: bool = True, record: Callable | None = None):
+    """Collect every trace point reached inside the block.
+
+    By default each entry is ``(name, context, array_copy)``; pass ``record`` to turn
+    ``(name, context, array)`` into whatever should be kept instead (e.g. statistics).
+    """
+    records: list = []
+    previous = _active()
+
+    def sink(name, array):
+        context = current_context()
+        if record is not None:
+            records.append(record(name, context, array))
+        else:
+            records.append((name, context, np.array(array, copy=True) if tensors else None))
+
+    _state.sink = sink
+    try:
+        yield records
+    finally:
+        _state.sink = previous
