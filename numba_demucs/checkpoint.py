@@ -1,0 +1,312 @@
+"""Read demucs checkpoints without torch: ``.th`` (torch.save zip), ``.safetensors``, bag ``.yaml``.
+
+Nothing a file names is ever imported or called. A ``.th`` pickle may only reference the
+handful of globals a demucs checkpoint needs (tensor rebuilding, storages, OrderedDict,
+Fraction, the demucs model class); every other global is refused before it is resolved.
+A ``.safetensors`` file's ``klass`` metadata is a plain string compared against the model
+classes we implement.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import pickle
+import zipfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
+
+# Model classes demucs may name; only HTDemucs is implemented here.
+SUPPORTED_CLASSES = {"demucs.htdemucs.HTDemucs": "HTDemucs"}
+KNOWN_DEMUCS_CLASSES = {
+    "demucs.htdemucs.HTDemucs",
+    "demucs.hdemucs.HDemucs",
+    "demucs.demucs.Demucs",
+    "demucs.wdemucs.Demucs",
+}
+
+_STORAGE_DTYPES = {
+    "HalfStorage": np.float16,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
+}
+
+
+@dataclasses.dataclass
+class ModelPackage:
+    """What a checkpoint holds: the model class (as a dotted name), its init arguments, its state."""
+
+    klass: str
+    args: tuple
+    kwargs: dict
+    state: dict[str, np.ndarray]
+    path: Path
+
+    @property
+    def class_name(self) -> str:
+        if self.klass in SUPPORTED_CLASSES:
+            return SUPPORTED_CLASSES[self.klass]
+        raise UnsupportedModelError(
+            f"{self.path}: model class {self.klass} is not supported (only demucs.htdemucs.HTDemucs)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _ClassReference:
+    """Stands in for a pickled class; records its name and is never resolved."""
+
+    qualified_name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class _StorageType:
+    dtype: Any
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+    if not size:
+        return storage[storage_offset: storage_offset + 1].reshape(()).copy()
+    itemsize = storage.dtype.itemsize
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
+    )
+    return np.array(view)
+
+
+def _rebuild_parameter(data, *_ignored):
+    return data
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler for torch.save zips that resolves only an allow list of globals."""
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("fractions", "Fraction"): Fraction,
+        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+    }
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, byteorder: str, path: Path):
+        super().__init__(file)
+        self._archive = archive
+        self._prefix = prefix
+        self._byteorder = "<" if byteorder == "little" else ">"
+        self._path = path
+        self._storages: dict[str, np.ndarray] = {}
+
+    def find_class(self, module, name):
+        allowed = self._ALLOWED.get((module, name))
+        if allowed is not None:
+            return allowed
+        if module == "torch" and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        qualified = f"{module}.{name}"
+        if qualified in KNOWN_DEMUCS_CLASSES:
+            return _ClassReference(qualified)
+        raise UnsafeCheckpointError(
+            f"{self._path}: the pickle references {qualified}, which is not allowed in a "
+            "demucs checkpoint; refusing to load it"
+        )
+
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{self._path}: unexpected persistent id {pid!r} in the pickle")
+        _, storage_type, key, _location, numel = pid
+        if not isinstance(storage_type, _StorageType):
+            raise CheckpointError(f"{self._path}: unsupported storage type {storage_type!r}")
+        key = str(key)
+        if key not in self._storages:
+            name = f"{self._prefix}/data/{key}"
+            try:
+                raw = self._archive.read(name)
+            except KeyError:
+                raise CheckpointError(f"{self._path}: tensor data {name} is missing") from None
+            dtype = np.dtype(storage_type.dtype).newbyteorder(self._byteorder)
+            if len(raw) < numel * dtype.itemsize:
+                raise CheckpointError(f"{self._path}: tensor data {name} is truncated")
+            self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(
+                np.dtype(storage_type.dtype).newbyteorder("="))
+        return self._storages[key]
+
+
+def _open_checked(path) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a file")
+    return path
+
+
+def read_th(path) -> ModelPackage:
+    """Read a demucs ``.th`` file (``torch.save`` of ``{klass, args, kwargs, state}``)."""
+    path = _open_checked(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        with open(path, "rb") as handle:
+            head = handle.read(2)
+        if head[:1] == b"\x80":
+            raise CheckpointError(
+                f"{path}: legacy (pre-1.6) torch serialization is not supported; "
+                "re-save it with a recent torch") from None
+        raise CheckpointError(f"{path}: not a torch checkpoint (not a zip archive, or truncated)") from None
+    with archive:
+        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+        if len(pickles) != 1:
+            raise CheckpointError(f"{path}: no data.pkl in the archive; not a torch checkpoint")
+        prefix = pickles[0][: -len("/data.pkl")]
+        try:
+            byteorder = archive.read(f"{prefix}/byteorder").decode().strip()
+        except KeyError:
+            byteorder = "little"
+        try:
+            with archive.open(pickles[0]) as handle:
+                package = _RestrictedUnpickler(handle, archive, prefix, byteorder, path).load()
+        except (CheckpointError, UnsupportedModelError):
+            raise
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
+                AttributeError, IndexError, KeyError, OSError) as error:
+            raise CheckpointError(f"{path}: corrupted checkpoint ({error})") from None
+    return _package_from_dict(package, path)
+
+
+def _package_from_dict(package, path: Path) -> ModelPackage:
+    if not isinstance(package, dict) or not {"klass", "args", "kwargs", "state"} <= set(package):
+        raise CheckpointError(
+            f"{path}: not a demucs model package (expected klass, args, kwargs and state)")
+    klass = package["klass"]
+    if not isinstance(klass, _ClassReference):
+        raise CheckpointError(f"{path}: klass entry is not a model class")
+    state = package["state"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: state is not a dictionary of tensors")
+    if state.get("__quantized"):
+        raise UnsupportedModelError(
+            f"{path}: quantized (diffq) checkpoints are not supported")
+    for key, value in state.items():
+        if not isinstance(value, np.ndarray):
+            raise CheckpointError(f"{path}: state entry {key} is not a tensor")
+    return ModelPackage(klass.qualified_name, tuple(package["args"]), dict(package["kwargs"]),
+                        dict(state), path)
+
+
+def _decode_json_value(value):
+    if isinstance(value, dict):
+        if value.get("_type") == "fraction":
+            return Fraction(int(value["numerator"]), int(value["denominator"]))
+        return {key: _decode_json_value(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_decode_json_value(item) for item in value]
+    return value
+
+
+def _unflatten_structure(node, tensors, path: Path):
+    if not isinstance(node, dict):
+        return node
+    if "_tensor" in node:
+        return tensors[node["_tensor"]]
+    if "_dict" in node:
+        return {key: _unflatten_structure(item, tensors, path) for key, item in node["_dict"]}
+    if "_list" in node:
+        return [_unflatten_structure(item, tensors, path) for item in node["_list"]]
+    if "_tuple" in node:
+        return tuple(_unflatten_structure(item, tensors, path) for item in node["_tuple"])
+    if "_class" in node:
+        raise UnsafeCheckpointError(
+            f"{path}: the state structure names the class {node['_class']}; "
+            "refusing to import anything a checkpoint names")
+    raise CheckpointError(f"{path}: invalid state structure node {node!r}")
+
+
+def read_safetensors(path) -> ModelPackage:
+    """Read a demucs 4.1 Hugging Face ``.safetensors`` model (class and args in the metadata)."""
+    from safetensors import SafetensorError, safe_open
+
+    path = _open_checked(path)
+    try:
+        with safe_open(str(path), framework="np") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: corrupted or truncated safetensors file ({error})") from None
+    missing = {"klass", "args", "kwargs"} - set(metadata)
+    if missing:
+        raise CheckpointError(
+            f"{path}: safetensors metadata lacks {', '.join(sorted(missing))}; not a demucs model")
+    klass = metadata["klass"]
+    if klass not in KNOWN_DEMUCS_CLASSES:
+        raise UnsafeCheckpointError(
+            f"{path}: metadata names {klass!r} as the model class, which is not a demucs model; "
+            "refusing to load it")
+    try:
+        args = _decode_json_value(json.loads(metadata["args"]))
+        kwargs = _decode_json_value(json.loads(metadata["kwargs"]))
+        structure = json.loads(metadata["structure"]) if "structure" in metadata else None
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(f"{path}: malformed metadata ({error})") from None
+    state = tensors if structure is None else _unflatten_structure(structure, tensors, path)
+    return _package_from_dict(
+        {"klass": _ClassReference(klass), "args": args, "kwargs": kwargs, "state": state}, path)
+
+
+def read_package(path) -> ModelPackage:
+    """Read a single-model checkpoint, choosing the reader by suffix."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        return read_safetensors(path)
+    if path.suffix == ".th":
+        return read_th(path)
+    raise CheckpointError(f"{path}: unknown checkpoint type (expected .th, .safetensors or .yaml)")
+
+
+@dataclasses.dataclass
+class BagDescription:
+    """A demucs bag yaml: member files, per-model per-source weights, optional segment."""
+
+    members: list[Path]
+    weights: list[list[float]] | None
+    segment: float | None
+    path: Path
+
+
+def find_member(folder: Path, signature: str, path: Path) -> Path:
+    """The file for a bag member: ``SIG.safetensors``, ``SIG.th`` or ``SIG-CHECKSUM.th``."""
+    for candidate in (folder / f"{signature}.safetensors", folder / f"{signature}.th"):
+        if candidate.is_file():
+            return candidate
+    matches = sorted(folder.glob(f"{signature}-*.th"))
+    if matches:
+        return matches[0]
+    raise CheckpointError(f"{path}: bag member {signature} not found in {folder}")
+
+
+def read_bag(path) -> BagDescription:
+    import yaml
+
+    path = _open_checked(path)
+    try:
+        content = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: not a valid bag yaml ({error})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("models"), list) \
+            or not content["models"]:
+        raise CheckpointError(f"{path}: a bag yaml needs a non-empty 'models' list")
+    members = [find_member(path.parent, str(sig), path) for sig in content["models"]]
+    weights = content.get("weights")
+    if weights is not None and len(weights) != len(members):
+        raise CheckpointError(f"{path}: {len(weights)} weight rows for {len(members)} models")
+    return BagDescription(members, weights, content.get("segment"), path)
