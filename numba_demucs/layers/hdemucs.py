@@ -1,0 +1,171 @@
+"""Encoder/decoder layers of the hybrid model, mirroring demucs' ``hdemucs.py`` and ``demucs.py``.
+
+Shapes are for one item (no batch axis): the frequency branch is ``(channels, freqs, frames)``,
+the time branch ``(channels, samples)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .base import GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, gelu, glu_channels
+
+
+class LayerScale(Layer):
+    """Per-channel scale of a residual branch; channel axis 1 (``(batch, C, T)``) or last."""
+
+    def __init__(self, name, reader: StateReader, channel_last=False):
+        super().__init__(name)
+        self.scale = reader.take(f"{name}.scale")
+        self.channel_last = channel_last
+
+    def __call__(self, x):
+        if self.channel_last:
+            return self.emit(self.scale * x)
+        return self.emit(self.scale[:, None] * x)
+
+
+class DConvBranch(Layer):
+    """One ``nn.Sequential`` of DConv: dilated conv, GroupNorm, GELU, 1x1 conv, GroupNorm, GLU, LayerScale."""
+
+    def __init__(self, name, reader: StateReader, dilation, kernel=3):
+        super().__init__(name)
+        self.conv_in = Conv(f"{name}.0", reader, padding=dilation * (kernel // 2), dilation=dilation)
+        self.norm_in = GroupNorm(f"{name}.1", reader, groups=1, batched=True)
+        self.activation = GELU(f"{name}.2")
+        self.conv_out = Conv(f"{name}.3", reader)
+        self.norm_out = GroupNorm(f"{name}.4", reader, groups=1, batched=True)
+        self.gate = GLU(f"{name}.5")
+        self.layer_scale = LayerScale(f"{name}.6", reader)
+
+    def __call__(self, x):
+        y = self.activation(self.norm_in(self.conv_in(x)))
+        y = self.gate(self.norm_out(self.conv_out(y)))
+        return self.emit(self.layer_scale(y))
+
+
+class DConv(Layer):
+    """Residual branches of dilated convolutions on ``(batch, channels, frames)``."""
+
+    def __init__(self, name, reader: StateReader, depth):
+        super().__init__(name)
+        self.layers = [DConvBranch(f"{name}.layers.{d}", reader, dilation=2 ** d)
+                       for d in range(depth)]
+
+    def __call__(self, x):
+        for branch in self.layers:
+            x = x + branch(x)
+        return self.emit(x)
+
+
+def _dconv_on_freq_rows(dconv: DConv, y):
+    """Run DConv on every frequency row of ``(C, Fr, T)`` as a batch, as demucs does."""
+    rows = np.ascontiguousarray(y.transpose(1, 0, 2))
+    return np.ascontiguousarray(dconv(rows).transpose(1, 0, 2))
+
+
+class HEncLayer(Layer):
+    """Strided conv (+ injected time branch) -> norm -> GELU -> DConv -> 1x1 rewrite -> GLU."""
+
+    def __init__(self, name, reader: StateReader, *, kernel_size, stride, freq, pad, norm,
+                 norm_groups, rewrite, dconv, dconv_depth, context=0, empty=False):
+        super().__init__(name)
+        self.freq = freq
+        self.stride = stride
+        self.empty = empty
+        padding = kernel_size // 4 if pad else 0
+        if freq:
+            self.conv = Conv(f"{name}.conv", reader, stride=(stride, 1), padding=(padding, 0))
+        else:
+            self.conv = Conv(f"{name}.conv", reader, stride=stride, padding=padding)
+        if empty:
+            return
+        make_norm = (lambda n: GroupNorm(n, reader, norm_groups)) if norm else (lambda n: Identity(n))
+        self.norm1 = make_norm(f"{name}.norm1")
+        self.rewrite = None
+        if rewrite:
+            self.rewrite = Conv(f"{name}.rewrite", reader, padding=context)
+            self.norm2 = make_norm(f"{name}.norm2")
+        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth) if dconv else None
+
+    def __call__(self, x, inject=None):
+        if not self.freq:
+            if x.ndim == 3:
+                x = x.reshape(-1, x.shape[-1])
+            remainder = x.shape[-1] % self.stride
+            if remainder:
+                x = np.pad(x, ((0, 0), (0, self.stride - remainder)))
+        y = self.conv(x)
+        if self.empty:
+            return self.emit(y)
+        if inject is not None:
+            if inject.shape[-1] != y.shape[-1]:
+                raise ValueError(f"{self.name}: injected time branch has {inject.shape[-1]} "
+                                 f"frames, frequency branch {y.shape[-1]}")
+            y = y + (inject[:, None, :] if inject.ndim == 2 and y.ndim == 3 else inject)
+        y = gelu(self.norm1(y))
+        if self.dconv is not None:
+            y = _dconv_on_freq_rows(self.dconv, y) if self.freq else self.dconv(y[None])[0]
+        if self.rewrite is not None:
+            y = glu_channels(self.norm2(self.rewrite(y)))
+        return self.emit(y)
+
+
+class HDecLayer(Layer):
+    """Skip add -> rewrite -> GLU -> DConv -> transposed conv -> norm -> crop (-> GELU)."""
+
+    def __init__(self, name, reader: StateReader, *, chin, kernel_size, stride, freq, pad, norm,
+                 norm_groups, rewrite, dconv, dconv_depth, context=1, last=False, empty=False):
+        super().__init__(name)
+        self.freq = freq
+        self.chin = chin
+        self.last = last
+        self.empty = empty
+        self.pad = kernel_size // 4 if pad else 0
+        make_norm = (lambda n: GroupNorm(n, reader, norm_groups)) if norm else (lambda n: Identity(n))
+        stride_arg = (stride, 1) if freq else stride
+        self.conv_tr = Conv(f"{name}.conv_tr", reader, transposed=True, stride=stride_arg)
+        self.norm2 = make_norm(f"{name}.norm2")
+        if empty:
+            return
+        self.rewrite = None
+        if rewrite:
+            self.rewrite = Conv(f"{name}.rewrite", reader, padding=context)
+            self.norm1 = make_norm(f"{name}.norm1")
+        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth) if dconv else None
+
+    def __call__(self, x, skip, length):
+        """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution."""
+        if self.freq and x.ndim == 2:
+            x = x.reshape(self.chin, -1, x.shape[-1])
+        if not self.empty:
+            x = x + skip
+            y = glu_channels(self.norm1(self.rewrite(x))) if self.rewrite is not None else x
+            if self.dconv is not None:
+                y = _dconv_on_freq_rows(self.dconv, y) if self.freq else self.dconv(y[None])[0]
+        else:
+            if skip is not None:
+                raise ValueError(f"{self.name}: an empty decoder layer takes no skip connection")
+            y = x
+        z = self.norm2(self.conv_tr(y))
+        if self.freq:
+            if self.pad:
+                z = z[:, self.pad:-self.pad, :]
+        else:
+            z = z[:, self.pad:self.pad + length]
+            if z.shape[-1] != length:
+                raise ValueError(f"{self.name}: output has {z.shape[-1]} samples, expected {length}")
+        if not self.last:
+            z = gelu(np.ascontiguousarray(z))
+        return self.emit(np.ascontiguousarray(z)), y
+
+
+class ScaledEmbedding(Layer):
+    """demucs.hdemucs.ScaledEmbedding: an embedding table multiplied by ``scale`` on lookup."""
+
+    def __init__(self, name, reader: StateReader, scale):
+        super().__init__(name)
+        self.weight = reader.take(f"{name}.embedding.weight")
+        self.scale = scale
+
+    def __call__(self, indices):
+        return self.emit(self.weight[indices] * self.weight.dtype.type(self.scale))
