@@ -146,7 +146,7 @@ class HTDemucs:
     def valid_length(self, length: int) -> int:
         if not self.config.use_train_segment:
             return length
-        training_length = self.config.segment_length
+        training_length = int(self.segment * self.samplerate)
         if training_length < length:
             raise NumbaDemucsError(
                 f"{self.source}: a {length}-sample input is longer than the model's "

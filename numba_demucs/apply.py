@@ -1,0 +1,225 @@
+"""Apply a model to a whole mix: overlapping segments, transition weights, shifts, bags.
+
+This follows ``demucs.apply.apply_model`` operation for operation (the same chunk
+padding, triangular weights, centre trimming and shift offsets, and the same float32
+accumulation order), so that a track separated here matches one separated by demucs.
+Random shifts draw from Python's ``random`` exactly as demucs does, including the one
+draw per model call that demucs' transformer makes: with the same seed both programs
+pick the same offsets.
+"""
+from __future__ import annotations
+
+import dataclasses
+import random
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import numpy as np
+
+from . import trace
+from .errors import NumbaDemucsError
+from .models.bag import BagOfModels
+
+
+@dataclasses.dataclass
+class _Chunk:
+    """A window ``[offset, offset + length)`` on ``base (batch, channels, samples)``; demucs' TensorChunk."""
+
+    base: np.ndarray
+    offset: int = 0
+    length: int | None = None
+
+    def __post_init__(self):
+        total = self.base.shape[-1]
+        if self.length is None:
+            self.length = total - self.offset
+        self.length = min(total - self.offset, self.length)
+
+    def sub(self, offset, length=None):
+        length = self.length - offset if length is None else min(self.length - offset, length)
+        return _Chunk(self.base, self.offset + offset, length)
+
+    def padded(self, target_length):
+        """``target_length`` samples centred on the window, zeros outside ``base``."""
+        delta = target_length - self.length
+        start = self.offset - delta // 2
+        end = start + target_length
+        total = self.base.shape[-1]
+        inside_start, inside_end = max(0, start), min(total, end)
+        out = np.zeros(self.base.shape[:-1] + (target_length,), dtype=self.base.dtype)
+        out[..., inside_start - start: inside_end - start] = self.base[..., inside_start:inside_end]
+        return out
+
+
+def center_trim(array, length):
+    delta = array.shape[-1] - length
+    if delta < 0:
+        raise NumbaDemucsError(f"cannot trim {array.shape[-1]} samples to {length}")
+    return array[..., delta // 2: array.shape[-1] - (delta - delta // 2)]
+
+
+def transition_weights(segment_length, transition_power, dtype):
+    """demucs' triangular overlap-add weights, peak-normalised, raised to ``transition_power``."""
+    ramp = np.concatenate([np.arange(1, segment_length // 2 + 1),
+                           np.arange(segment_length - segment_length // 2, 0, -1)]).astype(dtype)
+    return (ramp / ramp.max()) ** dtype.type(transition_power)
+
+
+def _check_mix(mix, model):
+    mix = np.asarray(mix)
+    if mix.ndim != 3:
+        raise NumbaDemucsError(
+            f"mix must be (batch, channels, samples), got an array of shape {mix.shape}")
+    if mix.shape[1] != model.audio_channels:
+        raise NumbaDemucsError(
+            f"the model takes {model.audio_channels} channels, the mix has {mix.shape[1]}")
+    if mix.shape[-1] == 0:
+        raise NumbaDemucsError("the mix is empty (zero samples)")
+    if not np.all(np.isfinite(mix)):
+        raise NumbaDemucsError("the mix contains NaN or infinite samples")
+    return np.ascontiguousarray(mix, dtype=model.dtype)
+
+
+class _Runner:
+    def __init__(self, model, rng, overlap, transition_power, segment, jobs, callback, dry_run):
+        self.model = model
+        self.rng = rng
+        self.overlap = overlap
+        self.transition_power = transition_power
+        self.segment = segment
+        self.jobs = jobs
+        self.callback = callback
+        self.dry_run = dry_run
+
+    def _sin_shift(self):
+        """The draw demucs' transformer makes on every forward (``random.randrange(shift + 1)``)."""
+        transformer = getattr(self.model, "crosstransformer", None)
+        if transformer is None:
+            return 0
+        return self.rng.randrange(transformer.sin_random_shift + 1)
+
+    def _forward(self, chunk: _Chunk, sin_shift):
+        if self.segment is not None:
+            valid_length = int(self.segment * self.model.samplerate)
+        else:
+            valid_length = self.model.valid_length(chunk.length)
+        if self.dry_run:
+            return None
+        out = self.model(chunk.padded(valid_length), sin_shift)
+        return center_trim(out, chunk.length)
+
+    def shifted(self, mix: _Chunk, shifts, split):
+        length = mix.length
+        max_shift = int(0.5 * self.model.samplerate)
+        padded = _Chunk(mix.padded(length + 2 * max_shift))
+        out = 0.0
+        for shift_index in range(shifts):
+            offset = self.rng.randint(0, max_shift)
+            shifted = padded.sub(offset, length + max_shift - offset)
+            with trace.call_context(shift=shift_index):
+                result = self.split(shifted) if split else self._forward(shifted, self._sin_shift())
+            if result is not None:
+                out = out + result[..., max_shift - offset:]
+        return None if self.dry_run else out / self.model.dtype.type(shifts)
+
+    def split(self, mix: _Chunk):
+        model = self.model
+        dtype = model.dtype
+        batch, channels = mix.base.shape[:2]
+        length = mix.length
+        segment = self.segment if self.segment is not None else model.segment
+        segment_length = int(model.samplerate * segment)
+        stride = int((1 - self.overlap) * segment_length)
+        offsets = list(range(0, length, stride))
+        # Draw every segment's randomness first, in demucs' order, so segments may run in parallel.
+        sin_shifts = [self._sin_shift() for _ in offsets]
+        if self.dry_run:
+            return None
+        context = trace.current_context()
+
+        def run(index):
+            with trace.call_context(**context, segment=index):
+                result = self._forward(mix.sub(offsets[index], segment_length), sin_shifts[index])
+            if self.callback is not None:
+                self.callback({**context, "segment_offset": offsets[index], "segments": len(offsets)})
+            return result
+
+        if self.jobs > 1:
+            with ThreadPoolExecutor(self.jobs) as pool:
+                results = list(pool.map(run, range(len(offsets))))
+        else:
+            results = [run(i) for i in range(len(offsets))]
+
+        out = np.zeros((batch, len(model.sources), channels, length), dtype=dtype)
+        sum_weight = np.zeros(length, dtype=dtype)
+        weight = transition_weights(segment_length, self.transition_power, dtype)
+        for offset, chunk_out in zip(offsets, results):
+            chunk_length = chunk_out.shape[-1]
+            out[..., offset:offset + segment_length] += weight[:chunk_length] * chunk_out
+            sum_weight[offset:offset + segment_length] += weight[:chunk_length]
+        out /= sum_weight
+        return out
+
+
+def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float = 0.25,
+                transition_power: float = 1.0, segment: float | None = None,
+                seed: int | None = None, sources: list[str] | None = None, jobs: int = 1,
+                callback: Callable[[dict], None] | None = None):
+    """Separate ``mix (batch, channels, samples)`` into ``(batch, sources, channels, samples)``.
+
+    Semantics of ``demucs.apply.apply_model``: ``shifts`` random time shifts of up to half a
+    second averaged; ``split`` into segments of ``segment`` seconds (the model's by default)
+    overlapping by ``overlap`` and blended with triangular weights raised to
+    ``transition_power``. ``seed`` makes the shifts reproducible (the offsets are those
+    demucs draws after ``random.seed(seed)``); with ``seed=None`` Python's global ``random``
+    is used, as demucs does. For a bag, ``sources`` (names) lets members whose weights are
+    zero on every requested source be skipped; their random draws are still made so the
+    other members' shifts do not change. ``jobs`` runs segments in that many threads.
+    """
+    if transition_power < 1:
+        raise NumbaDemucsError("transition_power < 1 is not allowed (demucs refuses it too)")
+    if not 0 <= overlap < 1:
+        raise NumbaDemucsError(f"overlap must be in [0, 1), got {overlap}")
+    if shifts < 0:
+        raise NumbaDemucsError(f"shifts must be >= 0, got {shifts}")
+    if segment is not None:
+        if segment <= 0:
+            raise NumbaDemucsError(f"segment must be positive, got {segment}")
+        if segment > model.segment:
+            raise NumbaDemucsError(
+                f"segment {segment} s is longer than the model's {float(model.segment):.2f} s; "
+                "a transformer model cannot run on longer segments than it was trained on")
+    rng = random if seed is None else random.Random(seed)
+    mix = _check_mix(mix, model)
+    members = [(0, model, None)]
+    if isinstance(model, BagOfModels):
+        if sources is not None:
+            unknown = set(sources) - set(model.sources)
+            if unknown:
+                raise NumbaDemucsError(f"unknown sources {sorted(unknown)}; the model has {model.sources}")
+        used = set(model.members_for(sources))
+        members = [(i, member, model.weight_array(i)) for i, member in enumerate(model.models)]
+    estimates = None
+    totals = np.zeros(len(model.sources))
+    for index, member, weights in members:
+        dry_run = weights is not None and index not in used
+        runner = _Runner(member, rng, overlap, transition_power, segment, jobs, callback, dry_run)
+        with trace.call_context(model=index):
+            if shifts:
+                out = runner.shifted(_Chunk(mix), shifts, split)
+            elif split:
+                out = runner.split(_Chunk(mix))
+            else:
+                out = runner._forward(_Chunk(mix), runner._sin_shift())
+        if weights is None:
+            return out
+        if dry_run:
+            continue
+        for k, weight in enumerate(weights):
+            out[:, k] *= member.dtype.type(weight)
+            totals[k] += weight
+        estimates = out if estimates is None else estimates + out
+    for k in range(len(model.sources)):
+        if totals[k] != 0:
+            estimates[:, k] /= model.dtype.type(totals[k])
+    return estimates
