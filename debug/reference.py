@@ -49,23 +49,38 @@ def build_model(architecture="htdemucs", seed=0, perturb=True, **overrides):
 
 
 def perturb_parameters(model, seed=0):
-    """Make every parameter matter: LayerScale scales from U(0.05, 0.5), norm affines off identity.
+    """Make every parameter matter: LayerScale scales from U(0.05, 0.5), norm weights from
+    U(0.5, 1.5) and biases from N(0, 0.5^2), every other bias from N(0, 0.1^2).
 
-    The init values of LayerScale (1e-3 / 1e-4) and of norms (weight 1, bias 0) would let a
-    broken DConv or transformer branch hide under rounding.
+    The init values of LayerScale (1e-3 / 1e-4), of norms (weight 1, bias 0) and the tiny
+    rescaled conv biases would let a broken DConv, norm or transformer branch hide under
+    rounding. Query and key projections are doubled so attention is far from uniform.
+    Modules are recognised by type, since DConv's norms are unnamed Sequential items.
     """
     import torch
+    from torch import nn
 
     generator = torch.Generator().manual_seed(seed + 1)
+
+    def draw(shape, low=None, high=None, std=None):
+        if std is not None:
+            return std * torch.randn(shape, generator=generator)
+        return low + (high - low) * torch.rand(shape, generator=generator)
+
     with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            shape = parameter.shape
-            if name.endswith(".scale"):
-                parameter.copy_(0.05 + 0.45 * torch.rand(shape, generator=generator))
-            elif "norm" in name and name.endswith(".weight"):
-                parameter.copy_(0.5 + torch.rand(shape, generator=generator))
-            elif "norm" in name and name.endswith(".bias"):
-                parameter.copy_(0.1 * torch.randn(shape, generator=generator))
+        for module in model.modules():
+            if isinstance(module, nn.MultiheadAttention):
+                # Random projections leave attention close to uniform, where the queries
+                # hardly matter; sharper scores make every projection count.
+                module.in_proj_weight[: 2 * module.embed_dim] *= 2.0
+            norm = isinstance(module, (nn.GroupNorm, nn.LayerNorm))
+            if norm:
+                module.weight.copy_(draw(module.weight.shape, 0.5, 1.5))
+            for name, parameter in module.named_parameters(recurse=False):
+                if name == "scale":
+                    parameter.copy_(draw(parameter.shape, 0.05, 0.5))
+                elif name.endswith("bias"):
+                    parameter.copy_(draw(parameter.shape, std=0.5 if norm else 0.1))
     return model
 
 

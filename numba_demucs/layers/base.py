@@ -72,7 +72,8 @@ class Conv(Layer):
                  dilation=1):
         super().__init__(name)
         self.weight = reader.take(f"{name}.weight")
-        self.bias = reader.take(f"{name}.bias")
+        out_channels = self.weight.shape[1] if transposed else self.weight.shape[0]
+        self.bias = reader.take(f"{name}.bias", (out_channels,))
         self.transposed = transposed
         self.two_d = self.weight.ndim == 4
         pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
@@ -81,6 +82,10 @@ class Conv(Layer):
         self.dilation = dilation
 
     def __call__(self, x):
+        in_channels = self.weight.shape[0] if self.transposed else self.weight.shape[1]
+        channel_axis = x.ndim - (3 if self.two_d else 2)
+        if x.shape[channel_axis] != in_channels:
+            raise ValueError(f"{self.name} takes {in_channels} channels, got an input of shape {x.shape}")
         if self.transposed:
             if self.two_d:
                 out = conv.conv_transpose2d(x, self.weight, self.bias, self.stride)
@@ -102,13 +107,16 @@ class GroupNorm(Layer):
     def __init__(self, name, reader: StateReader, groups, eps=1e-5, batched=False):
         super().__init__(name)
         self.weight = reader.take(f"{name}.weight")
-        self.bias = reader.take(f"{name}.bias")
+        self.bias = reader.take(f"{name}.bias", self.weight.shape)
         self.groups = groups
         self.eps = eps
         self.batched = batched
 
     def __call__(self, x):
         items = x if self.batched else x[None]
+        if items.shape[1] != self.weight.shape[0] or items.shape[1] % self.groups:
+            raise ValueError(f"{self.name} normalises {self.weight.shape[0]} channels in "
+                             f"{self.groups} groups, got an input of shape {x.shape}")
         flat = np.ascontiguousarray(items).reshape(items.shape[0], items.shape[1], -1)
         out = norm.group_norm(flat, self.groups, self.weight, self.bias, self.eps)
         out = out.reshape(items.shape)
@@ -121,10 +129,13 @@ class LayerNorm(Layer):
     def __init__(self, name, reader: StateReader, eps=1e-5):
         super().__init__(name)
         self.weight = reader.take(f"{name}.weight")
-        self.bias = reader.take(f"{name}.bias")
+        self.bias = reader.take(f"{name}.bias", self.weight.shape)
         self.eps = eps
 
     def __call__(self, x):
+        if x.shape[-1] != self.weight.shape[0]:
+            raise ValueError(f"{self.name} normalises {self.weight.shape[0]} features, "
+                             f"got an input of shape {x.shape}")
         return self.emit(norm.layer_norm(np.ascontiguousarray(x), self.weight, self.bias, self.eps))
 
 

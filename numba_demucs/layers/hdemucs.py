@@ -164,8 +164,17 @@ class ScaledEmbedding(Layer):
 
     def __init__(self, name, reader: StateReader, scale):
         super().__init__(name)
-        self.weight = reader.take(f"{name}.embedding.weight")
+        self.embedding = Embedding(f"{name}.embedding", reader)
         self.scale = scale
 
     def __call__(self, indices):
-        return self.emit(self.weight[indices] * self.weight.dtype.type(self.scale))
+        table = self.embedding.weight
+        return self.emit(table[indices] * table.dtype.type(self.scale))
+
+
+class Embedding(Layer):
+    """nn.Embedding's table (looked up by the owner)."""
+
+    def __init__(self, name, reader: StateReader):
+        super().__init__(name)
+        self.weight = reader.take(f"{name}.weight")

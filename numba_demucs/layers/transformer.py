@@ -53,10 +53,9 @@ class Linear(Layer):
         super().__init__(name)
         self.weight = reader.take(f"{name}.weight")
         self.bias = reader.take(f"{name}.bias")
-        self._weight_t = np.ascontiguousarray(self.weight.T)
 
     def __call__(self, x):
-        return self.emit(x @ self._weight_t + self.bias)
+        return self.emit(x @ self.weight.T + self.bias)
 
 
 class MultiheadAttention(Layer):
@@ -66,14 +65,13 @@ class MultiheadAttention(Layer):
         super().__init__(name)
         self.in_proj_weight = reader.take(f"{name}.in_proj_weight")
         self.in_proj_bias = reader.take(f"{name}.in_proj_bias")
-        self.out_proj_weight = reader.take(f"{name}.out_proj.weight")
-        self.out_proj_bias = reader.take(f"{name}.out_proj.bias")
+        self.out_proj = Linear(f"{name}.out_proj", reader)
         self.heads = heads
 
     def __call__(self, query, key):
         return self.emit(multi_head_attention(
-            query, key, self.in_proj_weight, self.in_proj_bias, self.out_proj_weight,
-            self.out_proj_bias, self.heads))
+            query, key, self.in_proj_weight, self.in_proj_bias, self.out_proj.weight,
+            self.out_proj.bias, self.heads))
 
 
 class TokenGroupNorm(GroupNorm):

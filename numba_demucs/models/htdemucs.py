@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import trace
 from ..checkpoint import ModelPackage
-from ..errors import NumbaDemucsError
+from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
 from ..layers.base import Conv, StateReader
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
@@ -193,6 +193,14 @@ class HTDemucs:
         ``sin_shift`` is the offset demucs draws with ``random.randrange(t_sin_random_shift + 1)``
         for the time-branch positional embedding (always 0 for the official models).
         """
+        try:
+            return self._forward(mix, sin_shift)
+        except (ValueError, IndexError) as error:
+            # Layers check that their weights fit what reaches them; a checkpoint whose
+            # tensors have the right names but wrong sizes ends here, not in a kernel.
+            raise CheckpointError(f"{self.source}: weights do not fit the architecture: {error}") from None
+
+    def _forward(self, mix, sin_shift):
         dt = self.dtype.type
         mix = np.ascontiguousarray(mix, dtype=self.dtype)
         mix = trace.point("input.mix", mix)

@@ -1,0 +1,158 @@
+"""Every kernel against its plain-numpy reference in kernels/naive.py, in float32 and float64."""
+import numpy as np
+import pytest
+
+from numba_demucs.kernels import activations, attention, conv, naive, norm, spectral
+
+DTYPES = [np.float32, np.float64]
+# float32 results are compared with a float64 reference: tolerance is a few float32 ulps
+# of the accumulated magnitude; float64 results must agree to rounding.
+TOLERANCE = {np.float32: 2e-5, np.float64: 1e-11}
+
+
+def close(actual, expected, dtype):
+    expected = np.asarray(expected, dtype=np.float64)
+    scale = max(1.0, float(np.abs(expected).max()))
+    error = float(np.abs(np.asarray(actual, dtype=np.float64) - expected).max())
+    assert error <= TOLERANCE[dtype] * scale, f"max error {error:.3g} (scale {scale:.3g})"
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(1234)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("stride,padding,dilation,groups", [
+    (1, 0, 1, 1), (4, 2, 1, 1), (1, 2, 2, 1), (1, 4, 4, 1), (2, 1, 1, 2), (1, 1, 1, 4)])
+def test_conv1d(rng, dtype, stride, padding, dilation, groups):
+    x = rng.standard_normal((3, 8, 37)).astype(dtype)
+    w = rng.standard_normal((12, 8 // groups, 3)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    out = conv.conv1d(x, w, b, stride, padding, dilation, groups)
+    assert out.dtype == dtype
+    close(out, naive.conv1d(x.astype(np.float64), w.astype(np.float64), b, stride, padding,
+                            dilation, groups), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,stride,padding", [
+    ((8, 1), (4, 1), (2, 0)), ((3, 3), (1, 1), (1, 1)), ((1, 1), (1, 1), (0, 0)), ((4, 1), (4, 1), (0, 0))])
+def test_conv2d(rng, dtype, kernel, stride, padding):
+    x = rng.standard_normal((5, 32, 9)).astype(dtype)
+    w = rng.standard_normal((6, 5) + kernel).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    out = conv.conv2d(x, w, b, stride, padding)
+    assert out.dtype == dtype
+    close(out, naive.conv2d(x.astype(np.float64), w.astype(np.float64), b, stride, padding), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,stride", [((8, 1), (4, 1)), ((4, 1), (4, 1)), ((3, 2), (2, 1))])
+def test_conv_transpose2d(rng, dtype, kernel, stride):
+    x = rng.standard_normal((6, 7, 5)).astype(dtype)
+    w = rng.standard_normal((6, 4) + kernel).astype(dtype)
+    b = rng.standard_normal(4).astype(dtype)
+    out = conv.conv_transpose2d(x, w, b, stride)
+    close(out, naive.conv_transpose2d(x.astype(np.float64), w.astype(np.float64), b, stride), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_transpose1d(rng, dtype):
+    x = rng.standard_normal((6, 11)).astype(dtype)
+    w = rng.standard_normal((6, 3, 8)).astype(dtype)
+    b = rng.standard_normal(3).astype(dtype)
+    close(conv.conv_transpose1d(x, w, b, 4),
+          naive.conv_transpose1d(x.astype(np.float64), w.astype(np.float64), b, 4), dtype)
+
+
+def test_conv_shape_mismatch_is_a_clear_error(rng):
+    with pytest.raises(ValueError, match="does not fit"):
+        conv.conv1d(rng.standard_normal((1, 3, 10)), rng.standard_normal((4, 2, 3)))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("groups", [1, 4])
+def test_group_norm(rng, dtype, groups):
+    x = (3 + 2 * rng.standard_normal((3, 8, 50))).astype(dtype)
+    w, b = rng.standard_normal(8).astype(dtype), rng.standard_normal(8).astype(dtype)
+    out = norm.group_norm(x, groups, w, b, 1e-5)
+    assert out.dtype == dtype
+    close(out, naive.group_norm(x, groups, w, b, 1e-5), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_norm(rng, dtype):
+    x = (1 + rng.standard_normal((20, 16))).astype(dtype)
+    w, b = rng.standard_normal(16).astype(dtype), rng.standard_normal(16).astype(dtype)
+    close(norm.layer_norm(x, w, b, 1e-5), naive.layer_norm(x, w, b, 1e-5), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_pointwise_activations(rng, dtype):
+    x = (4 * rng.standard_normal((4, 6, 30))).astype(dtype)
+    close(activations.gelu(x), naive.gelu(x), dtype)
+    close(activations.sigmoid(x), naive.sigmoid(x), dtype)
+    close(activations.glu(x.reshape(4, 6, 30)), naive.glu(x.reshape(4, 6, 30)), dtype)
+
+
+def test_gelu_known_values():
+    # x * Phi(x) at hand-computed points: Phi(1) = 0.841344746..., Phi(-2) = 0.022750131...
+    x = np.array([0.0, 1.0, -2.0], dtype=np.float64)
+    np.testing.assert_allclose(activations.gelu(x), [0.0, 0.8413447460685429, -0.04550026389635842],
+                               rtol=1e-14)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax(rng, dtype):
+    x = (10 * rng.standard_normal((5, 40))).astype(dtype)
+    expected = naive.softmax_rows(x)
+    out = activations.softmax_rows(x.copy())
+    close(out, expected, dtype)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("queries,keys,block", [(33, 33, 8), (20, 45, 256), (64, 7, 16)])
+def test_multi_head_attention(rng, dtype, queries, keys, block):
+    channels, heads = 16, 4
+    q = rng.standard_normal((queries, channels)).astype(dtype)
+    k = rng.standard_normal((keys, channels)).astype(dtype)
+    w_in = (0.3 * rng.standard_normal((3 * channels, channels))).astype(dtype)
+    b_in = rng.standard_normal(3 * channels).astype(dtype)
+    w_out = (0.3 * rng.standard_normal((channels, channels))).astype(dtype)
+    b_out = rng.standard_normal(channels).astype(dtype)
+    out = attention.multi_head_attention(q, k, w_in, b_in, w_out, b_out, heads, block)
+    close(out, naive.multi_head_attention(*(a.astype(np.float64) for a in (q, k, w_in, b_in, w_out, b_out)),
+                                          heads), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_fft,hop,length", [(64, 16, 500), (32, 8, 97), (16, 4, 64)])
+def test_stft_matches_direct_dft(rng, dtype, n_fft, hop, length):
+    x = rng.standard_normal((3, length)).astype(dtype)
+    z = spectral.stft(x, n_fft, hop)
+    assert z.shape == (3, n_fft // 2 + 1, 1 + length // hop)
+    expected = naive.stft(x, n_fft, hop)
+    close(z.real, expected.real, dtype)
+    close(z.imag, expected.imag, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_fft,hop,length", [(64, 16, 500), (32, 8, 97)])
+def test_istft_matches_direct_inverse_and_inverts_stft(rng, dtype, n_fft, hop, length):
+    x = rng.standard_normal((2, length)).astype(dtype)
+    z = spectral.stft(x, n_fft, hop)
+    z_noisy = z + (0.1 * rng.standard_normal(z.shape)).astype(z.dtype)
+    close(spectral.istft(z_noisy, hop, length), naive.istft(z_noisy.astype(np.complex128), hop, length), dtype)
+    close(spectral.istft(z, hop, length), x, dtype)
+
+
+def test_reflect_pad_matches_numpy(rng):
+    x = rng.standard_normal((2, 10))
+    np.testing.assert_array_equal(spectral.reflect_pad(x, 3, 9),
+                                  np.pad(x, ((0, 0), (3, 9)), mode="reflect"))
+
+
+def test_hann_window_hand_values():
+    np.testing.assert_allclose(spectral.hann_window(4, np.float64), [0.0, 0.5, 1.0, 0.5], atol=1e-16)
