@@ -240,7 +240,8 @@ def _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, tar
 def _regularised_solve(gram, targets):
     """museval ``_compute_projection_filters``: ``solve(G + eps I, D)``, lstsq if singular."""
     eps = np.finfo(np.float64).eps
-    regularised = gram + eps * np.eye(gram.shape[0])
+    regularised = gram.copy()  # np.linalg.solve copies anyway; np.eye would add two more
+    regularised.flat[:: gram.shape[0] + 1] += eps
     try:
         return np.linalg.solve(regularised, targets)
     except np.linalg.LinAlgError:
