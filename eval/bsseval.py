@@ -45,6 +45,10 @@ try:  # scipy ships with museval; its FFT can use several threads, numpy's canno
     import scipy.fft as _scipy_fft
 except ImportError:  # pragma: no cover - exercised only without scipy
     _scipy_fft = None
+try:
+    from scipy.linalg import lapack as _lapack
+except ImportError:  # pragma: no cover
+    _lapack = None
 
 
 def _rfft(x, n):
@@ -237,15 +241,33 @@ def _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, tar
                 targets[p * filters_len + k, q - n_refs] = values[pair, centre - k]
 
 
-def _regularised_solve(gram, targets):
-    """museval ``_compute_projection_filters``: ``solve(G + eps I, D)``, lstsq if singular."""
-    eps = np.finfo(np.float64).eps
-    regularised = gram.copy()  # np.linalg.solve copies anyway; np.eye would add two more
-    regularised.flat[:: gram.shape[0] + 1] += eps
-    try:
+def _solve_in_place(regularised, targets):
+    """``solve(regularised, targets)`` by LU with partial pivoting (LAPACK ``gesv``, as
+    ``np.linalg.solve`` does), overwriting ``regularised`` instead of copying it.
+
+    ``regularised`` is exactly symmetric, so its C-ordered buffer is also the Fortran-ordered
+    matrix LAPACK wants, and a 4096 x 4096 system costs no copy (128 MiB saved).
+    """
+    if _lapack is None:
         return np.linalg.solve(regularised, targets)
-    except np.linalg.LinAlgError:
-        return np.linalg.lstsq(gram, targets, rcond=None)[0]
+    _, _, solution, info = _lapack.dgesv(regularised.T, targets, overwrite_a=1, overwrite_b=0)
+    if info > 0:
+        raise np.linalg.LinAlgError("singular matrix")
+    return solution
+
+
+def _regularised_solve(gram, targets, in_place=False):
+    """museval ``_compute_projection_filters``: ``solve(G + eps I, D)``, lstsq if singular.
+
+    With ``in_place`` the caller's ``gram`` already carries ``+ eps`` on its diagonal and is
+    destroyed; the lstsq fallback then removes ``eps`` from a rebuilt copy (see
+    ``distortion_filters``), so museval's unregularised lstsq is kept.
+    """
+    eps = np.finfo(np.float64).eps
+    if not in_place:
+        gram = gram.copy()
+        gram.flat[:: gram.shape[0] + 1] += eps
+    return _solve_in_place(gram, targets)
 
 
 def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
@@ -263,21 +285,40 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
     n_refs = n_sources * n_channels
     first, second, values = lag_correlations(references, estimates, filters_len)
     size = n_refs * filters_len
-    gram = np.empty((size, size))
-    targets = np.empty((size, n_refs))
-    _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets)
-    del values
+    block = n_channels * filters_len
 
-    solved = _regularised_solve(gram, targets)  # (s, cs, k) x (j, c)
+    def build_gram():
+        gram = np.empty((size, size))
+        targets = np.empty((size, n_refs))
+        _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets)
+        return gram, targets
+
+    eps = np.finfo(np.float64).eps
+    gram, targets = build_gram()
+    gram.flat[:: size + 1] += eps
+    # The own-source systems are diagonal blocks of the same regularised matrix.
+    own_systems = [gram[j * block:(j + 1) * block, j * block:(j + 1) * block].copy()
+                   for j in range(n_sources)]
+    try:
+        solved = _regularised_solve(gram, targets, in_place=True)  # (s, cs, k) x (j, c)
+    except np.linalg.LinAlgError:
+        del gram
+        gram, targets = build_gram()
+        solved = np.linalg.lstsq(gram, targets, rcond=None)[0]
+    del gram
     all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
     all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
 
     own_filters = np.empty((n_sources, n_channels, n_channels, filters_len))
-    block = n_channels * filters_len
     for source in range(n_sources):
         rows = slice(source * block, (source + 1) * block)
         columns = slice(source * n_channels, (source + 1) * n_channels)
-        own = _regularised_solve(gram[rows, rows], targets[rows, columns])
+        system = own_systems[source]
+        try:
+            own = _regularised_solve(system, targets[rows, columns], in_place=True)
+        except np.linalg.LinAlgError:  # the LU overwrote the system: take it afresh
+            system = build_gram()[0][rows, rows]
+            own = np.linalg.lstsq(system, targets[rows, columns], rcond=None)[0]
         own_filters[source] = own.reshape(n_channels, filters_len, n_channels).transpose(2, 0, 1)
     return all_filters, own_filters
 
