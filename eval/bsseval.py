@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit, prange
@@ -51,15 +52,18 @@ except ImportError:  # pragma: no cover
     _lapack = None
 
 
-def _rfft(x, n):
+_CPUS = os.cpu_count() or 1
+
+
+def _rfft(x, n, workers=_CPUS):
     if _scipy_fft is not None:
-        return _scipy_fft.rfft(x, n=n, axis=-1, workers=os.cpu_count() or 1)
+        return _scipy_fft.rfft(x, n=n, axis=-1, workers=workers)
     return np.fft.rfft(x, n=n, axis=-1)
 
 
-def _irfft(x, n):
+def _irfft(x, n, workers=_CPUS):
     if _scipy_fft is not None:
-        return _scipy_fft.irfft(x, n=n, axis=-1, workers=os.cpu_count() or 1)
+        return _scipy_fft.irfft(x, n=n, axis=-1, workers=workers)
     return np.fft.irfft(x, n=n, axis=-1)
 
 
@@ -328,26 +332,28 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _project_spectra(reference_spectra, all_spectra, own_spectra, all_out, own_out):
     """Filter the frame spectra: sum over reference channels of filter times reference.
 
     ``all_out[j, c]`` is the spectrum of museval's ``_project(references, C[j])``,
-    ``own_out[j, c]`` that of ``_project(references[j], Cj[j, j])``. One thread per source.
+    ``own_out[j, c]`` that of ``_project(references[j], Cj[j, j])``. The frequency loop
+    is innermost so every array streams.
     """
     n_sources, n_channels, _, _, n_bins = all_spectra.shape
-    for j in prange(n_sources):
-        for c in range(n_channels):
+    for job in range(n_sources * n_channels):
+        j = job // n_channels
+        c = job % n_channels
+        for k in range(n_bins):
+            all_out[j, c, k] = 0j
+            own_out[j, c, k] = 0j
+        for s in range(n_sources):
+            for cs in range(n_channels):
+                for k in range(n_bins):
+                    all_out[j, c, k] += all_spectra[j, c, s, cs, k] * reference_spectra[s, cs, k]
+        for cs in range(n_channels):
             for k in range(n_bins):
-                total = 0j
-                for s in range(n_sources):
-                    for cs in range(n_channels):
-                        total += all_spectra[j, c, s, cs, k] * reference_spectra[s, cs, k]
-                all_out[j, c, k] = total
-                own = 0j
-                for cs in range(n_channels):
-                    own += own_spectra[j, c, cs, k] * reference_spectra[j, cs, k]
-                own_out[j, c, k] = own
+                own_out[j, c, k] += own_spectra[j, c, cs, k] * reference_spectra[j, cs, k]
 
 
 @njit(cache=True)
@@ -360,7 +366,7 @@ def _safe_db(numerator, denominator):
     return 10.0 * np.log10(numerator / denominator)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, nogil=True)
 def _frame_criteria(references, estimates, start, stop, projected_all, projected_own, out,
                     frame):
     """museval ``_bss_crit`` (images version) for every source of one frame.
@@ -376,7 +382,7 @@ def _frame_criteria(references, estimates, start, stop, projected_all, projected
     n_sources, _, n_channels = references.shape
     length = stop - start
     padded = projected_all.shape[2]
-    for j in prange(n_sources):
+    for j in range(n_sources):
         target = 0.0
         distortion = 0.0
         spatial = 0.0
@@ -385,13 +391,9 @@ def _frame_criteria(references, estimates, start, stop, projected_all, projected
         all_energy = 0.0
         artifacts = 0.0
         for c in range(n_channels):
-            for n in range(padded):
-                if n < length:
-                    s = references[j, start + n, c]
-                    e = estimates[j, start + n, c]
-                else:
-                    s = 0.0
-                    e = 0.0
+            for n in range(length):
+                s = np.float64(references[j, start + n, c])
+                e = np.float64(estimates[j, start + n, c])
                 p = projected_all[j, c, n]
                 q = projected_own[j, c, n]
                 target += s * s
@@ -401,6 +403,14 @@ def _frame_criteria(references, estimates, start, stop, projected_all, projected
                 interference += (p - q) * (p - q)
                 all_energy += p * p
                 artifacts += (e - p) * (e - p)
+            for n in range(length, padded):  # the filters' tail past the frame end
+                p = projected_all[j, c, n]
+                q = projected_own[j, c, n]
+                spatial += q * q
+                own_energy += q * q
+                interference += (p - q) * (p - q)
+                all_energy += p * p
+                artifacts += p * p
         out[0, j, frame] = _safe_db(target, distortion)
         out[1, j, frame] = _safe_db(target, spatial)
         out[2, j, frame] = _safe_db(own_energy, interference)
@@ -490,22 +500,35 @@ def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
     del all_filters, own_filters
 
     results = np.full((4, n_sources, len(bounds)), np.nan)
-    n_bins = fft_length // 2 + 1
-    projected_all = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
-    projected_own = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
-    frame_signal = np.empty((1, n_sources * n_channels, fft_length))
-    for frame, (start, stop) in enumerate(bounds):
-        if (_silent_sources(references, start, stop).any()
-                or _silent_sources(estimates, start, stop).any()):
-            continue
-        _gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
-                       fft_length, frame_signal)
-        spectra = _rfft(frame_signal[0], fft_length).reshape(n_sources, n_channels, n_bins)
-        _project_spectra(spectra, all_spectra, own_spectra, projected_all, projected_own)
-        length = stop - start + filters_len - 1
-        time_all = np.ascontiguousarray(_irfft(projected_all, fft_length)[:, :, :length])
-        time_own = np.ascontiguousarray(_irfft(projected_own, fft_length)[:, :, :length])
-        _frame_criteria(references, estimates, start, stop, time_all, time_own, results,
-                        frame)
+    scored = [frame for frame, (start, stop) in enumerate(bounds)
+              if not (_silent_sources(references, start, stop).any()
+                      or _silent_sources(estimates, start, stop).any())]
+    threads = max(1, min(_CPUS, len(scored)))
+    chunks = [scored[index::threads] for index in range(threads)]
+
+    def score_frames(frames):
+        """Frames are independent once the filters are known: one thread per chunk."""
+        n_bins = fft_length // 2 + 1
+        projected_all = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        projected_own = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        frame_signal = np.empty((1, n_sources * n_channels, fft_length))
+        for frame in frames:
+            start, stop = bounds[frame]
+            _gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
+                           fft_length, frame_signal)
+            spectra = _rfft(frame_signal[0], fft_length, workers=1)
+            _project_spectra(spectra.reshape(n_sources, n_channels, n_bins), all_spectra,
+                             own_spectra, projected_all, projected_own)
+            length = stop - start + filters_len - 1
+            time_all = np.ascontiguousarray(_irfft(projected_all, fft_length, 1)[:, :, :length])
+            time_own = np.ascontiguousarray(_irfft(projected_own, fft_length, 1)[:, :, :length])
+            _frame_criteria(references, estimates, start, stop, time_all, time_own, results,
+                            frame)
+
+    if threads == 1:
+        score_frames(scored)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(score_frames, chunks))
     sdr, isr, sir, sar = results
     return sdr, isr, sir, sar
