@@ -21,7 +21,14 @@ What differs is only how the numbers are obtained. museval correlates full-lengt
 with FFTs of ``2**ceil(log2(n + 511))`` points and keeps 1023 lags of each; here the same
 lags come from short overlapping blocks whose cross-spectra are summed, so memory stays
 proportional to the block size. The solves share one factorisation across estimates, and
-the frame projections reuse the filter spectra across frames. Everything is float64.
+the frame projections reuse the filter spectra across frames, with frames spread over
+threads (after the solve, frames are independent; there are many more frames than
+sources). Everything is float64.
+
+For 4 stereo sources, memory beyond the input is the 128 MiB Gram matrix plus about 640
+bytes per sample of ``window + 511`` for the filter spectra (29 MiB at one second), so
+scoring a whole 4-minute track as one frame (``window=math.inf``) needs several GiB, as it
+does in museval.
 """
 from __future__ import annotations
 
@@ -138,7 +145,7 @@ def _silent_sources(signals, start, stop):
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _gather_blocks(signals, starts, offset, length, fft_length, out):
     """Copy ``length`` samples from ``start + offset`` of every channel into ``out``.
 
