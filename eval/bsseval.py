@@ -37,7 +37,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from numba_demucs.errors import EvaluationError
 
@@ -167,17 +167,38 @@ def _gather_blocks(signals, starts, offset, length, fft_length, out):
                         out[block, row, index] = 0.0
 
 
-@njit(cache=True, parallel=True)
-def _accumulate_cross_spectra(leading, trailing, first, second, acc):
-    """``acc[pair] += sum over blocks of leading[first[pair]] * conj(trailing[second[pair]])``."""
+@njit(cache=True, nogil=True)
+def _accumulate_cross_spectra(leading, trailing, first, second, acc, begin, end):
+    """``acc[pair] += sum over blocks of leading[first[pair]] * conj(trailing[second[pair]])``
+    for the pairs ``begin <= pair < end`` (threads take disjoint ranges)."""
     n_blocks = leading.shape[0]
     n_bins = leading.shape[2]
-    for pair in prange(first.shape[0]):
+    for pair in range(begin, end):
         a = first[pair]
         b = second[pair]
         for block in range(n_blocks):
             for k in range(n_bins):
                 acc[pair, k] += leading[block, a, k] * np.conj(trailing[block, b, k])
+
+
+def _in_threads(function, ranges):
+    """Run ``function(begin, end)`` over the ranges, one thread each (the kernels drop the GIL).
+
+    Plain threads rather than numba's ``parallel=True``: OpenMP workers spin after each
+    parallel region and, on few cores, starve the FFT and BLAS threads that run between.
+    """
+    if len(ranges) == 1:
+        function(*ranges[0])
+        return
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        for future in [pool.submit(function, begin, end) for begin, end in ranges]:
+            future.result()
+
+
+def _split(count, parts):
+    parts = max(1, min(parts, count))
+    edges = [count * index // parts for index in range(parts + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(parts)]
 
 
 def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
@@ -222,8 +243,11 @@ def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
         trail = np.empty((starts.shape[0], 2 * n_refs, fft_length))
         _gather_blocks(references, starts, 0, block, fft_length, trail[:, :n_refs])
         _gather_blocks(estimates, starts, 0, block, fft_length, trail[:, n_refs:])
-        _accumulate_cross_spectra(_rfft(lead, fft_length), _rfft(trail, fft_length),
-                                  first, second, acc)
+        lead_spectra = _rfft(lead, fft_length)
+        trail_spectra = _rfft(trail, fft_length)
+        _in_threads(lambda begin, end: _accumulate_cross_spectra(
+            lead_spectra, trail_spectra, first, second, acc, begin, end),
+            _split(first.shape[0], _CPUS))
     values = _irfft(acc, fft_length)[:, : 2 * margin + 1]
     return first, second, np.ascontiguousarray(values)
 

@@ -96,9 +96,10 @@ def run_bsseval(args) -> int:
     names = known + [n for n in names if n not in known]
     references, rate = musdb.stack_stems(
         [(str(reference / f"{n}.wav"), musdb.read_audio(reference / f"{n}.wav")) for n in names])
-    if not np.all([np.any(r.sum(axis=1) != 0) for r in references]):
-        silent = names[[np.any(r.sum(axis=1) != 0) for r in references].index(False)]
-        raise EvaluationError(f"{reference / (silent + '.wav')}: the reference is silent")
+    for name, audio in zip(names, references):
+        if not np.any(audio.sum(axis=1) != 0):
+            raise EvaluationError(f"{reference / (name + '.wav')}: the reference is silent "
+                                  "(all zeros); BSS Eval is undefined for it")
     estimates = runner.load_estimates(args.estimates, names, references, rate)
     sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=args.window,
                                   hop=args.hop)

@@ -142,6 +142,10 @@ def score_track(task: TrackTask) -> dict:
     """Score one track; returns the museval JSON document (written by the caller)."""
     track = task.track
     references, rate = load_stems(track, SOURCES)
+    for source, audio in zip(SOURCES, references):
+        if not np.any(audio.sum(axis=1) != 0):
+            raise EvaluationError(f"{os.path.join(track.path, source + '.wav')}: the reference "
+                                  "is silent (all zeros); BSS Eval is undefined for it")
     if task.estimates_dir is not None:
         estimates = load_estimates(os.path.join(task.estimates_dir, track.name), SOURCES,
                                    references, rate)
@@ -211,17 +215,18 @@ def _run_pool(todo, jobs, record):
 
     # spawn, not fork: numba's thread pool must not be inherited half-initialised.
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-        futures = {pool.submit(score_track, task): task for task in todo}
-        try:
-            while futures:
-                done, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    record(futures.pop(future), future.result())
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    futures = {pool.submit(score_track, task): task for task in todo}
+    try:
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                record(futures.pop(future), future.result())
+    except BaseException:
+        # Do not wait for the other tracks on an error or Ctrl-C; finished ones are saved.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _run_dask(todo, address, record):
