@@ -47,7 +47,7 @@ FILTERS_LEN = 512
 _CORRELATION_FFT = 16384
 """FFT length of one correlation block; each block then covers ``16384 - 1022`` samples."""
 
-_BLOCKS_PER_BATCH = 16
+_BLOCKS_PER_BATCH = 4
 
 try:  # scipy ships with museval; its FFT can use several threads, numpy's cannot.
     import scipy.fft as _scipy_fft
