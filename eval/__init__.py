@@ -1,1 +1,4 @@
-"""Evaluation: BSS Eval v4 and MUSDB18-HQ runs."""
+"""Evaluation: BSS Eval v4 (museval's numbers, faster) and MUSDB18-HQ runs."""
+from .bsseval import bss_eval
+
+__all__ = ["bss_eval"]

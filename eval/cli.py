@@ -1,7 +1,214 @@
-"""`numba-demucs eval ...` subcommands (filled in by the evaluation issue)."""
+"""`numba-demucs eval musdb|bsseval|report`: scoring separations the way museval does."""
 from __future__ import annotations
+
+import argparse
+import math
+import os
+from pathlib import Path
+
+from numba_demucs.errors import EvaluationError
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser("eval", help="BSS Eval v4 scores and MUSDB18-HQ runs")
-    parser.add_subparsers(dest="eval_command", required=True)
+    commands = parser.add_subparsers(dest="eval_command", required=True)
+
+    musdb = commands.add_parser(
+        "musdb", help="score a separator (or a folder of estimates) on MUSDB18-HQ",
+        description="Separate (or read estimates), score every source with BSS Eval v4 and "
+                    "write one museval-compatible JSON per track to RESULTS/SUBSET/TRACK.json. "
+                    "Tracks already scored are skipped.")
+    musdb.add_argument("--root", required=True, help="MUSDB18-HQ folder (with train/ and test/)")
+    musdb.add_argument("--subset", default="test", choices=["train", "test"])
+    musdb.add_argument("--tracks", nargs="+", metavar="NAME", help="only these tracks")
+    source = musdb.add_mutually_exclusive_group(required=True)
+    source.add_argument("-n", "--name", dest="model", help="pretrained model name to run")
+    source.add_argument("--checkpoint", help="model checkpoint file to run")
+    source.add_argument("--estimates", help="folder of estimates DIR/TRACK/SOURCE.wav")
+    musdb.add_argument("-o", "--output", required=True, help="results folder")
+    musdb.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel (processes)")
+    musdb.add_argument("--dask-scheduler", metavar="ADDRESS",
+                       help="send one task per track to this dask.distributed scheduler")
+    musdb.add_argument("--force", action="store_true", help="score tracks already done again")
+    musdb.add_argument("--no-progress", action="store_true", help="no progress bar")
+    musdb.set_defaults(func=run_musdb)
+
+    single = commands.add_parser(
+        "bsseval", help="score one track's estimates against its reference stems",
+        description="Pairs REFERENCE/NAME.wav with ESTIMATES/NAME.wav for every stem NAME of "
+                    "the reference folder (mixture.wav excepted).")
+    single.add_argument("--reference", required=True, help="folder of reference stems")
+    single.add_argument("--estimates", required=True, help="folder of estimated stems")
+    single.add_argument("-o", "--output", help="write museval-format JSON here")
+    single.add_argument("--window", type=float, default=1.0, help="frame length in seconds")
+    single.add_argument("--hop", type=float, default=1.0, help="frame hop in seconds")
+    single.set_defaults(func=run_bsseval)
+
+    report = commands.add_parser(
+        "report", help="per-track table and SiSEC aggregate of one or more result folders",
+        description="Median over frames, then median over tracks, per source and metric. "
+                    "Reads our results and museval's own JSON output.")
+    report.add_argument("results", help="results folder (or one JSON file)")
+    report.add_argument("--compare", nargs="+", default=[], metavar="RESULTS",
+                        help="other methods' results, shown side by side")
+    report.add_argument("--csv", help="write per-track medians and the aggregate to this CSV")
+    report.add_argument("--plot", help="write a per-source box plot of SDR to this PNG")
+    report.set_defaults(func=run_report)
+
+
+def run_musdb(args) -> int:
+    from . import musdb, runner
+
+    if args.jobs < 1:
+        raise EvaluationError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.estimates is not None and not os.path.isdir(args.estimates):
+        raise EvaluationError(f"{args.estimates}: estimates folder not found")
+    tracks = musdb.find_tracks(args.root, args.subset, args.tracks)
+    model = args.model or args.checkpoint
+    tasks = [runner.TrackTask(track, estimates_dir=args.estimates, model=model)
+             for track in tracks]
+    runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
+               dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
+    from . import report
+
+    results = {track.name: report.read_track(runner.result_path(args.output, track))
+               for track in tracks}
+    _print_aggregate({Path(args.output).name: results})
+    return 0
+
+
+def run_bsseval(args) -> int:
+    import numpy as np
+
+    from . import musdb, runner
+    from .bsseval import bss_eval
+    from .report import read_track
+
+    reference = Path(args.reference)
+    if not reference.is_dir():
+        raise EvaluationError(f"{reference}: reference folder not found")
+    if not Path(args.estimates).is_dir():
+        raise EvaluationError(f"{args.estimates}: estimates folder not found")
+    names = sorted(p.stem for p in reference.glob("*.wav") if p.stem != "mixture")
+    if len(names) < 1:
+        raise EvaluationError(f"{reference}: no reference stems (*.wav) inside")
+    known = [s for s in musdb.SOURCES if s in names]
+    names = known + [n for n in names if n not in known]
+    references, rate = musdb.stack_stems(
+        [(str(reference / f"{n}.wav"), musdb.read_audio(reference / f"{n}.wav")) for n in names])
+    for name, audio in zip(names, references):
+        if not np.any(audio.sum(axis=1) != 0):
+            raise EvaluationError(f"{reference / (name + '.wav')}: the reference is silent "
+                                  "(all zeros); BSS Eval is undefined for it")
+    estimates = runner.load_estimates(args.estimates, names, references, rate)
+    sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=args.window,
+                                  hop=args.hop)
+    document = runner.scores_document(names, sdr, isr, sir, sar, args.window, args.hop)
+    if args.output:
+        runner.write_json_atomically(args.output, document)
+        scores = read_track(args.output)
+    else:
+        scores = {t["name"]: {m: np.array([f["metrics"][m] for f in t["frames"]], dtype=float)
+                              for m in runner.METRICS} for t in document["targets"]}
+    _print_aggregate({reference.name: {reference.name: scores}}, per_track=False)
+    return 0
+
+
+def run_report(args) -> int:
+    from . import report
+
+    paths = [args.results, *args.compare]
+    names = report.method_names(paths)
+    methods = {name: report.read_results(path) for name, path in zip(names, paths)}
+    _print_aggregate(methods)
+    if args.csv:
+        try:
+            report.write_csv(args.csv, methods)
+        except OSError as error:
+            raise EvaluationError(f"{args.csv}: cannot write the CSV ({error})") from None
+    if args.plot:
+        report.plot(args.plot, methods)
+    return 0
+
+
+def _format(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{value:.3f}"
+
+
+def _print_aggregate(methods, per_track=True) -> None:
+    """Rich tables: per track and source (methods side by side), then the aggregate."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from .report import METRICS, aggregate, track_medians
+
+    console = Console()
+    if not console.is_terminal:  # piped to a file: do not squeeze the table into 80 columns
+        console = Console(width=250)
+    medians = {name: track_medians(results) for name, results in methods.items()}
+    if per_track:
+        table = Table(title="Median over frames, per track (dB)")
+        table.add_column("track", no_wrap=True)
+        table.add_column("source", no_wrap=True)
+        for name in methods:
+            for metric in METRICS:
+                table.add_column(f"{name}\n{metric}", justify="right")
+        tracks = sorted({t for per_method in medians.values() for t in per_method})
+        for track in tracks:
+            targets = []
+            for per_method in medians.values():
+                targets.extend(t for t in per_method.get(track, {}) if t not in targets)
+            for target in targets:
+                row = [track, target]
+                for per_method in medians.values():
+                    scores = per_method.get(track, {}).get(target)
+                    row.extend(_format(scores[m]) if scores else "-" for m in METRICS)
+                table.add_row(*row)
+        console.print(table)
+    table = Table(title="SiSEC aggregate: median over frames, then over tracks (dB)"
+                  if per_track else "Median over frames (dB)")
+    table.add_column("source")
+    for name in methods:
+        for metric in METRICS:
+            table.add_column(f"{name}\n{metric}", justify="right")
+    aggregates = {name: aggregate(results) for name, results in methods.items()}
+    targets = []
+    for per_method in aggregates.values():
+        targets.extend(t for t in per_method if t not in targets)
+    for target in targets:
+        row = [target]
+        for per_method in aggregates.values():
+            scores = per_method.get(target)
+            row.extend(_format(scores[m]) if scores else "-" for m in METRICS)
+        table.add_row(*row)
+    if per_track and len(targets) > 1:
+        # Demucs and most papers quote this: the mean over sources of the aggregate.
+        row = ["mean of sources"]
+        for per_method in aggregates.values():
+            row.extend(_format(sum(per_method[t][m] for t in per_method) / len(per_method))
+                       for m in METRICS)
+        table.add_row(*row, style="bold")
+    console.print(table)
+
+
+def main(argv=None) -> int:
+    """Run the eval subcommands alone (the package CLI normally dispatches here)."""
+    import sys
+
+    from numba_demucs.errors import NumbaDemucsError
+
+    parser = argparse.ArgumentParser(prog="numba-demucs")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except NumbaDemucsError as error:
+        print(f"numba-demucs: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("numba-demucs: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,565 @@
+"""BSS Eval v4 (SDR, ISR, SIR, SAR) computing exactly what ``museval.evaluate`` computes.
+
+museval's defaults are reproduced step by step:
+
+* ``museval.evaluate``: estimates are zero-padded or truncated to the references' length
+  (``pad_or_truncate``), then ``metrics.bss_eval`` runs with ``window = hop = 44100``,
+  ``filters_len = 512``, ``framewise_filters=False`` (the "v4" mode) and the
+  ``bss_eval_images`` criteria (``bsseval_sources_version=False``).
+* ``metrics.bss_eval`` fits the distortion filters once over the whole track:
+  the Gram matrix of the 512 delayed copies of every reference channel
+  (``_compute_reference_correlations``), the correlations of those copies with each
+  estimate channel, and one regularised linear solve per estimate for the filters built from
+  all references and one for the filters built from the estimate's own reference
+  (``_compute_projection_filters``).
+* Each frame is then decomposed (``_bss_decomp_mtifilt``): the frame of every reference is
+  filtered (``_project``, whose output is ``frame + 511`` samples long) and the energy ratios
+  of ``_bss_crit`` are taken, or NaN for every source when any reference or estimate is
+  silent in that frame.
+
+What differs is only how the numbers are obtained. museval correlates full-length signals
+with FFTs of ``2**ceil(log2(n + 511))`` points and keeps 1023 lags of each; here the same
+lags come from short overlapping blocks whose cross-spectra are summed, so memory stays
+proportional to the block size. The solves share one factorisation across estimates, and
+the frame projections reuse the filter spectra across frames, with frames spread over
+threads (after the solve, frames are independent; there are many more frames than
+sources). Everything is float64.
+
+For 4 stereo sources, memory beyond the input is the 128 MiB Gram matrix plus about 640
+bytes per sample of ``window + 511`` for the filter spectra (29 MiB at one second), so
+scoring a whole 4-minute track as one frame (``window=math.inf``) needs several GiB, as it
+does in museval.
+"""
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from numba import njit
+
+from numba_demucs.errors import EvaluationError
+
+FILTERS_LEN = 512
+"""Number of taps of museval's distortion filters (``metrics.bss_eval(filters_len=512)``)."""
+
+_CORRELATION_FFT = 16384
+"""FFT length of one correlation block; each block then covers ``16384 - 1022`` samples."""
+
+_BLOCKS_PER_BATCH = 4
+
+try:  # scipy ships with museval; its FFT can use several threads, numpy's cannot.
+    import scipy.fft as _scipy_fft
+except ImportError:  # pragma: no cover - exercised only without scipy
+    _scipy_fft = None
+try:
+    from scipy.linalg import lapack as _lapack
+except ImportError:  # pragma: no cover
+    _lapack = None
+
+
+_CPUS = os.cpu_count() or 1
+
+
+def _rfft(x, n, workers=_CPUS):
+    if _scipy_fft is not None:
+        return _scipy_fft.rfft(x, n=n, axis=-1, workers=workers)
+    return np.fft.rfft(x, n=n, axis=-1)
+
+
+def _irfft(x, n, workers=_CPUS):
+    if _scipy_fft is not None:
+        return _scipy_fft.irfft(x, n=n, axis=-1, workers=workers)
+    return np.fft.irfft(x, n=n, axis=-1)
+
+
+def _fast_fft_length(n: int) -> int:
+    """Smallest 2^a 3^b 5^c >= n: FFTs of such lengths are fast in pocketfft."""
+    best = 1 << max(0, (n - 1).bit_length())
+    power5 = 1
+    while power5 < best:
+        power35 = power5
+        while power35 < best:
+            length = power35
+            while length < n:
+                length *= 2
+            best = min(best, length)
+            power35 *= 3
+        power5 *= 5
+    return best
+
+
+# --------------------------------------------------------------------------------------
+# Framing and silence (museval ``metrics.Framing`` and ``_any_source_silent``)
+# --------------------------------------------------------------------------------------
+
+
+def frame_bounds(n_samples: int, window: float, hop: float) -> list[tuple[int, int]]:
+    """Sample ranges of the frames, as ``museval.metrics.Framing`` yields them.
+
+    With ``window < n_samples`` there are ``floor((n - window + hop) / hop)`` frames of
+    exactly ``window`` samples, so samples after the last whole frame are not scored (they
+    still count in the filter fit). Otherwise there is one frame spanning the whole track,
+    which is how a track shorter than one window gets a single, shorter frame.
+    """
+    if window < n_samples:
+        count = int(math.floor((n_samples - window + hop) / hop))
+    else:
+        count = 1
+    bounds = []
+    for index in range(count):
+        start = index * hop
+        if math.isnan(start) or math.isinf(start):
+            start = 0
+        stop = min(index * hop + window, n_samples)
+        if math.isnan(stop) or math.isinf(stop):
+            stop = n_samples
+        bounds.append((int(math.floor(start)), int(math.floor(stop))))
+    return bounds
+
+
+@njit(cache=True)
+def _silent_sources(signals, start, stop):
+    """True per source when its channel sum is exactly zero on every sample of the range.
+
+    This is museval's ``_any_source_silent`` test, including its quirk that a source whose
+    channels cancel (left == -right) counts as silent.
+    """
+    n_sources, _, n_channels = signals.shape
+    silent = np.ones(n_sources, dtype=np.bool_)
+    for source in range(n_sources):
+        for sample in range(start, stop):
+            total = 0.0
+            for channel in range(n_channels):
+                total += signals[source, sample, channel]
+            if total != 0.0:
+                silent[source] = False
+                break
+    return silent
+
+
+# --------------------------------------------------------------------------------------
+# Correlations over the whole track (museval ``_compute_reference_correlations`` and the
+# cross-correlations inside ``_compute_projection_filters``)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _gather_blocks(signals, starts, offset, length, fft_length, out):
+    """Copy ``length`` samples from ``start + offset`` of every channel into ``out``.
+
+    ``signals`` is ``(sources, samples, channels)`` in any float dtype; ``out`` is
+    ``(blocks, sources * channels, fft_length)`` float64. Samples outside the signal are
+    zero, which is museval's zero padding.
+    """
+    n_sources, n_samples, n_channels = signals.shape
+    for block in range(starts.shape[0]):
+        first = starts[block] + offset
+        for source in range(n_sources):
+            for channel in range(n_channels):
+                row = source * n_channels + channel
+                for index in range(fft_length):
+                    sample = first + index
+                    if index < length and 0 <= sample < n_samples:
+                        out[block, row, index] = signals[source, sample, channel]
+                    else:
+                        out[block, row, index] = 0.0
+
+
+@njit(cache=True, nogil=True)
+def _accumulate_cross_spectra(leading, trailing, first, second, acc, begin, end):
+    """``acc[pair] += sum over blocks of leading[first[pair]] * conj(trailing[second[pair]])``
+    for the pairs ``begin <= pair < end`` (threads take disjoint ranges)."""
+    n_blocks = leading.shape[0]
+    n_bins = leading.shape[2]
+    for pair in range(begin, end):
+        a = first[pair]
+        b = second[pair]
+        for block in range(n_blocks):
+            for k in range(n_bins):
+                acc[pair, k] += leading[block, a, k] * np.conj(trailing[block, b, k])
+
+
+def _in_threads(function, ranges):
+    """Run ``function(begin, end)`` over the ranges, one thread each (the kernels drop the GIL).
+
+    Plain threads rather than numba's ``parallel=True``: OpenMP workers spin after each
+    parallel region and, on few cores, starve the FFT and BLAS threads that run between.
+    """
+    if len(ranges) == 1:
+        function(*ranges[0])
+        return
+    with ThreadPoolExecutor(len(ranges)) as pool:
+        for future in [pool.submit(function, begin, end) for begin, end in ranges]:
+            future.result()
+
+
+def _split(count, parts):
+    parts = max(1, min(parts, count))
+    edges = [count * index // parts for index in range(parts + 1)]
+    return [(edges[i], edges[i + 1]) for i in range(parts)]
+
+
+def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
+    """Correlations ``R[p, q](k) = sum_n x_p[n + k] x_q[n]`` for ``|k| < filters_len``.
+
+    ``x_p`` ranges over the reference channels (source-major, as museval flattens them) and
+    ``x_q`` over the reference channels followed by the estimate channels. Only the pairs
+    museval uses are computed: reference/reference with ``p <= q`` and every
+    reference/estimate pair. Returns ``(pairs_p, pairs_q, values)`` with ``values[i, k +
+    filters_len - 1]``.
+
+    museval obtains the same numbers from full-length FFTs (``scipy.fftpack.fft`` of
+    ``2**ceil(log2(n + filters_len - 1))`` points per channel, one full inverse FFT per
+    pair). Here the trailing signal is cut into blocks and each block is correlated with
+    the leading signal extended by ``filters_len - 1`` samples on both sides; the
+    cross-spectra of all blocks are summed and inverted once per pair.
+    """
+    n_sources, n_samples, n_channels = references.shape
+    n_refs = n_sources * n_channels
+    margin = filters_len - 1
+    fft_length = min(_CORRELATION_FFT, 1 << (n_samples + 2 * margin - 1).bit_length())
+    fft_length = max(fft_length, 1 << (4 * margin).bit_length())
+    block = fft_length - 2 * margin
+    first, second = [], []
+    for p in range(n_refs):
+        for q in range(p, n_refs):
+            first.append(p)
+            second.append(q)
+    for p in range(n_refs):
+        for q in range(n_refs):
+            first.append(p)
+            second.append(n_refs + q)
+    first = np.asarray(first, dtype=np.int64)
+    second = np.asarray(second, dtype=np.int64)
+
+    acc = np.zeros((first.shape[0], fft_length // 2 + 1), dtype=np.complex128)
+    starts_all = np.arange(0, n_samples, block, dtype=np.int64)
+    for batch in range(0, starts_all.shape[0], _BLOCKS_PER_BATCH):
+        starts = starts_all[batch : batch + _BLOCKS_PER_BATCH]
+        lead = np.empty((starts.shape[0], n_refs, fft_length))
+        _gather_blocks(references, starts, -margin, block + 2 * margin, fft_length, lead)
+        trail = np.empty((starts.shape[0], 2 * n_refs, fft_length))
+        _gather_blocks(references, starts, 0, block, fft_length, trail[:, :n_refs])
+        _gather_blocks(estimates, starts, 0, block, fft_length, trail[:, n_refs:])
+        lead_spectra = _rfft(lead, fft_length)
+        trail_spectra = _rfft(trail, fft_length)
+        _in_threads(lambda begin, end: _accumulate_cross_spectra(
+            lead_spectra, trail_spectra, first, second, acc, begin, end),
+            _split(first.shape[0], _CPUS))
+    values = _irfft(acc, fft_length)[:, : 2 * margin + 1]
+    return first, second, np.ascontiguousarray(values)
+
+
+@njit(cache=True)
+def _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets):
+    """Lay the correlations out as museval's reshaped ``G`` and ``D``.
+
+    ``gram[(p, a), (q, b)] = R[p, q](b - a)``: the inner product of reference channel ``p``
+    delayed by ``a`` with channel ``q`` delayed by ``b`` (museval ``_reshape_G`` order:
+    source, channel, delay). ``targets[(p, k), e] = R[p, e](-k)``: reference channel ``p``
+    delayed by ``k`` against estimate channel ``e``.
+    """
+    centre = filters_len - 1
+    for pair in range(first.shape[0]):
+        p = first[pair]
+        q = second[pair]
+        if q < n_refs:
+            for a in range(filters_len):
+                for b in range(filters_len):
+                    value = values[pair, b - a + centre]
+                    gram[p * filters_len + a, q * filters_len + b] = value
+                    gram[q * filters_len + b, p * filters_len + a] = value
+        else:
+            for k in range(filters_len):
+                targets[p * filters_len + k, q - n_refs] = values[pair, centre - k]
+
+
+def _solve_in_place(regularised, targets):
+    """``solve(regularised, targets)`` by LU with partial pivoting (LAPACK ``gesv``, as
+    ``np.linalg.solve`` does), overwriting ``regularised`` instead of copying it.
+
+    ``regularised`` is exactly symmetric, so its C-ordered buffer is also the Fortran-ordered
+    matrix LAPACK wants, and a 4096 x 4096 system costs no copy (128 MiB saved).
+    """
+    if _lapack is None:
+        return np.linalg.solve(regularised, targets)
+    _, _, solution, info = _lapack.dgesv(regularised.T, targets, overwrite_a=1, overwrite_b=0)
+    if info > 0:
+        raise np.linalg.LinAlgError("singular matrix")
+    return solution
+
+
+def _regularised_solve(gram, targets, in_place=False):
+    """museval ``_compute_projection_filters``: ``solve(G + eps I, D)``, lstsq if singular.
+
+    With ``in_place`` the caller's ``gram`` already carries ``+ eps`` on its diagonal and is
+    destroyed; the lstsq fallback then removes ``eps`` from a rebuilt copy (see
+    ``distortion_filters``), so museval's unregularised lstsq is kept.
+    """
+    eps = np.finfo(np.float64).eps
+    if not in_place:
+        gram = gram.copy()
+        gram.flat[:: gram.shape[0] + 1] += eps
+    return _solve_in_place(gram, targets)
+
+
+def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
+    """The v4 distortion filters, fitted once over the whole track.
+
+    Returns ``(all_filters, own_filters)``:
+
+    * ``all_filters[j, c, s, cs, k]``: museval's ``C[j]`` (``compute_GsfC``), the filter from
+      channel ``cs`` of reference ``s`` to channel ``c`` of estimate ``j``, fitted against
+      every reference at once;
+    * ``own_filters[j, c, cs, k]``: museval's ``Cj[j, j]`` (``compute_Cj``), fitted against
+      reference ``j`` alone (the diagonal block of the same Gram matrix).
+    """
+    n_sources, _, n_channels = references.shape
+    n_refs = n_sources * n_channels
+    first, second, values = lag_correlations(references, estimates, filters_len)
+    size = n_refs * filters_len
+    block = n_channels * filters_len
+
+    def build_gram():
+        gram = np.empty((size, size))
+        targets = np.empty((size, n_refs))
+        _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets)
+        return gram, targets
+
+    eps = np.finfo(np.float64).eps
+    gram, targets = build_gram()
+    gram.flat[:: size + 1] += eps
+    # The own-source systems are diagonal blocks of the same regularised matrix.
+    own_systems = [gram[j * block:(j + 1) * block, j * block:(j + 1) * block].copy()
+                   for j in range(n_sources)]
+    try:
+        solved = _regularised_solve(gram, targets, in_place=True)  # (s, cs, k) x (j, c)
+    except np.linalg.LinAlgError:
+        del gram
+        gram, targets = build_gram()
+        solved = np.linalg.lstsq(gram, targets, rcond=None)[0]
+    del gram
+    all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
+    all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
+
+    own_filters = np.empty((n_sources, n_channels, n_channels, filters_len))
+    for source in range(n_sources):
+        rows = slice(source * block, (source + 1) * block)
+        columns = slice(source * n_channels, (source + 1) * n_channels)
+        system = own_systems[source]
+        try:
+            own = _regularised_solve(system, targets[rows, columns], in_place=True)
+        except np.linalg.LinAlgError:  # the LU overwrote the system: take it afresh
+            system = build_gram()[0][rows, rows]
+            own = np.linalg.lstsq(system, targets[rows, columns], rcond=None)[0]
+        own_filters[source] = own.reshape(n_channels, filters_len, n_channels).transpose(2, 0, 1)
+    return all_filters, own_filters
+
+
+# --------------------------------------------------------------------------------------
+# Per-frame decomposition (museval ``_bss_decomp_mtifilt``, ``_project``, ``_bss_crit``)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def _project_spectra(reference_spectra, all_spectra, own_spectra, all_out, own_out):
+    """Filter the frame spectra: sum over reference channels of filter times reference.
+
+    ``all_out[j, c]`` is the spectrum of museval's ``_project(references, C[j])``,
+    ``own_out[j, c]`` that of ``_project(references[j], Cj[j, j])``. The frequency loop
+    is innermost so every array streams.
+    """
+    n_sources, n_channels, _, _, n_bins = all_spectra.shape
+    for job in range(n_sources * n_channels):
+        j = job // n_channels
+        c = job % n_channels
+        for k in range(n_bins):
+            all_out[j, c, k] = 0j
+            own_out[j, c, k] = 0j
+        for s in range(n_sources):
+            for cs in range(n_channels):
+                for k in range(n_bins):
+                    all_out[j, c, k] += all_spectra[j, c, s, cs, k] * reference_spectra[s, cs, k]
+        for cs in range(n_channels):
+            for k in range(n_bins):
+                own_out[j, c, k] += own_spectra[j, c, cs, k] * reference_spectra[j, cs, k]
+
+
+@njit(cache=True)
+def _safe_db(numerator, denominator):
+    """museval ``_safe_db``: +inf for a zero denominator, else ``10 log10(num / den)``."""
+    if denominator == 0.0:
+        return np.inf
+    if numerator == 0.0:
+        return -np.inf
+    return 10.0 * np.log10(numerator / denominator)
+
+
+@njit(cache=True, nogil=True)
+def _frame_criteria(references, estimates, start, stop, projected_all, projected_own, out,
+                    frame):
+    """museval ``_bss_crit`` (images version) for every source of one frame.
+
+    With ``s`` the reference frame, ``e`` the estimate frame (both zero-padded by
+    ``filters_len - 1``), ``P`` the projection on all references and ``Q`` the projection
+    on the source's own reference: ``e_spat = Q - s``, ``e_interf = P - Q``,
+    ``e_artif = e - P``, and
+
+    SDR = |s|^2 / |e - s|^2, ISR = |s|^2 / |Q - s|^2,
+    SIR = |Q|^2 / |P - Q|^2, SAR = |P|^2 / |e - P|^2.
+    """
+    n_sources, _, n_channels = references.shape
+    length = stop - start
+    padded = projected_all.shape[2]
+    for j in range(n_sources):
+        target = 0.0
+        distortion = 0.0
+        spatial = 0.0
+        own_energy = 0.0
+        interference = 0.0
+        all_energy = 0.0
+        artifacts = 0.0
+        for c in range(n_channels):
+            for n in range(length):
+                s = np.float64(references[j, start + n, c])
+                e = np.float64(estimates[j, start + n, c])
+                p = projected_all[j, c, n]
+                q = projected_own[j, c, n]
+                target += s * s
+                distortion += (e - s) * (e - s)
+                spatial += (q - s) * (q - s)
+                own_energy += q * q
+                interference += (p - q) * (p - q)
+                all_energy += p * p
+                artifacts += (e - p) * (e - p)
+            for n in range(length, padded):  # the filters' tail past the frame end
+                p = projected_all[j, c, n]
+                q = projected_own[j, c, n]
+                spatial += q * q
+                own_energy += q * q
+                interference += (p - q) * (p - q)
+                all_energy += p * p
+                artifacts += p * p
+        out[0, j, frame] = _safe_db(target, distortion)
+        out[1, j, frame] = _safe_db(target, spatial)
+        out[2, j, frame] = _safe_db(own_energy, interference)
+        out[3, j, frame] = _safe_db(all_energy, artifacts)
+
+
+def _as_sources(array, what):
+    array = np.asarray(array)
+    if array.dtype not in (np.float32, np.float64):
+        array = array.astype(np.float64)
+    if array.ndim == 2:  # (sources, samples): mono, as museval's np.atleast_3d makes it
+        array = array[:, :, None]
+    if array.ndim != 3:
+        raise EvaluationError(
+            f"{what} must be shaped (sources, samples, channels), got shape {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _window_samples(value, sr):
+    if math.isinf(value):
+        return math.inf
+    samples = int(value * sr)
+    if samples <= 0:
+        raise EvaluationError(f"window and hop must be at least one sample, got {value} s")
+    return samples
+
+
+def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
+             filters_len=FILTERS_LEN):
+    """BSS Eval v4 images metrics, frame by frame, equal to ``museval.evaluate``'s.
+
+    Parameters
+    ----------
+    references, estimates : array_like, ``(sources, samples, channels)``
+        Same source order in both. float32 input is read as is and widened to float64
+        block by block (museval would compute in the input's precision).
+    sr : int
+        Sample rate; ``window`` and ``hop`` are seconds and become ``int(seconds * sr)``
+        samples, as in ``museval.eval_mus_track``. ``math.inf`` scores the whole track as
+        one frame.
+    padding : bool
+        Zero-pad or truncate the estimates to the references' length first (museval's
+        ``pad_or_truncate``); otherwise a length mismatch is an error.
+
+    Returns
+    -------
+    (SDR, ISR, SIR, SAR) : four float64 arrays ``(sources, frames)`` in dB, the order of
+    ``museval.evaluate``. A frame where any reference or estimate is silent is NaN for
+    every source.
+    """
+    references = _as_sources(references, "references")
+    estimates = _as_sources(estimates, "estimates")
+    if references.shape[0] != estimates.shape[0] or references.shape[2] != estimates.shape[2]:
+        raise EvaluationError(
+            f"references {references.shape} and estimates {estimates.shape} differ in "
+            "number of sources or channels")
+    n_sources, n_samples, n_channels = references.shape
+    if estimates.shape[1] != n_samples:
+        if not padding:
+            raise EvaluationError(
+                f"references have {n_samples} samples but estimates {estimates.shape[1]}")
+        if estimates.shape[1] > n_samples:
+            estimates = np.ascontiguousarray(estimates[:, :n_samples])
+        else:
+            grown = np.zeros((n_sources, n_samples, n_channels), dtype=estimates.dtype)
+            grown[:, : estimates.shape[1]] = estimates
+            estimates = grown
+    if n_samples == 0 or n_sources == 0:
+        raise EvaluationError("references and estimates are empty")
+    for what, signals in (("reference", references), ("estimate", estimates)):
+        silent = _silent_sources(signals, 0, n_samples)
+        if silent.any():
+            raise EvaluationError(
+                f"{what} source {int(np.flatnonzero(silent)[0])} is silent over the whole "
+                "track; BSS Eval is undefined for it")
+
+    window_samples = _window_samples(window, sr)
+    hop_samples = _window_samples(hop, sr)
+    bounds = frame_bounds(n_samples, window_samples, hop_samples)
+
+    all_filters, own_filters = distortion_filters(references, estimates, filters_len)
+    longest = max(stop - start for start, stop in bounds)
+    padded = longest + filters_len - 1
+    fft_length = _fast_fft_length(padded)
+    all_spectra = _rfft(all_filters, fft_length)
+    own_spectra = _rfft(own_filters, fft_length)
+    del all_filters, own_filters
+
+    results = np.full((4, n_sources, len(bounds)), np.nan)
+    scored = [frame for frame, (start, stop) in enumerate(bounds)
+              if not (_silent_sources(references, start, stop).any()
+                      or _silent_sources(estimates, start, stop).any())]
+    threads = max(1, min(_CPUS, len(scored)))
+    chunks = [scored[index::threads] for index in range(threads)]
+
+    def score_frames(frames):
+        """Frames are independent once the filters are known: one thread per chunk."""
+        n_bins = fft_length // 2 + 1
+        projected_all = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        projected_own = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        frame_signal = np.empty((1, n_sources * n_channels, fft_length))
+        for frame in frames:
+            start, stop = bounds[frame]
+            _gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
+                           fft_length, frame_signal)
+            spectra = _rfft(frame_signal[0], fft_length, workers=1)
+            _project_spectra(spectra.reshape(n_sources, n_channels, n_bins), all_spectra,
+                             own_spectra, projected_all, projected_own)
+            length = stop - start + filters_len - 1
+            time_all = np.ascontiguousarray(_irfft(projected_all, fft_length, 1)[:, :, :length])
+            time_own = np.ascontiguousarray(_irfft(projected_own, fft_length, 1)[:, :, :length])
+            _frame_criteria(references, estimates, start, stop, time_all, time_own, results,
+                            frame)
+
+    if threads == 1:
+        score_frames(scored)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(score_frames, chunks))
+    sdr, isr, sir, sar = results
+    return sdr, isr, sir, sar

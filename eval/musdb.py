@@ -1,0 +1,134 @@
+"""MUSDB18-HQ on disk: ``ROOT/{train,test}/TRACK/{mixture,drums,bass,other,vocals}.wav``.
+
+The compressed MUSDB18 layout (``ROOT/{train,test}/TRACK.stem.mp4``) is read through the
+optional ``stempeg`` package when it is installed.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from numba_demucs.errors import AudioError, EvaluationError
+
+SOURCES = ("vocals", "drums", "bass", "other")
+"""The scored sources, in the order musdb lists its targets (and museval scores them)."""
+
+SUBSETS = ("train", "test")
+_STEM_SUFFIX = ".stem.mp4"
+# Stream order inside a MUSDB18 .stem.mp4 file (musdb's ``stem_ids``).
+_STEM_STREAMS = {"mixture": 0, "drums": 1, "bass": 2, "other": 3, "vocals": 4}
+
+
+@dataclass(frozen=True)
+class Track:
+    """One MUSDB track: a folder of wav stems, or one ``.stem.mp4`` file."""
+
+    name: str
+    subset: str
+    path: str
+
+    @property
+    def is_stem_file(self) -> bool:
+        return self.path.endswith(_STEM_SUFFIX)
+
+
+def find_tracks(root, subset="test", names=None) -> list[Track]:
+    """Tracks of ``ROOT/SUBSET`` sorted by name, optionally only those named in ``names``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EvaluationError(f"{root}: MUSDB root folder not found")
+    if subset not in SUBSETS:
+        raise EvaluationError(f"unknown subset {subset!r}; expected one of {', '.join(SUBSETS)}")
+    folder = root / subset
+    if not folder.is_dir():
+        raise EvaluationError(f"{folder}: no '{subset}' folder under the MUSDB root")
+    tracks = []
+    for entry in sorted(folder.iterdir()):
+        if entry.is_dir():
+            tracks.append(Track(entry.name, subset, str(entry)))
+        elif entry.name.endswith(_STEM_SUFFIX):
+            tracks.append(Track(entry.name[: -len(_STEM_SUFFIX)], subset, str(entry)))
+    if names:
+        by_name = {track.name: track for track in tracks}
+        missing = [name for name in names if name not in by_name]
+        if missing:
+            raise EvaluationError(f"{folder}: no track named {', '.join(map(repr, missing))}")
+        tracks = [by_name[name] for name in names]
+    if not tracks:
+        raise EvaluationError(f"{folder}: no tracks found")
+    return tracks
+
+
+def read_audio(path) -> tuple[np.ndarray, int]:
+    """A sound file as float32 ``(samples, channels)`` and its sample rate."""
+    import soundfile
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{path}: file not found")
+    try:
+        data, rate = soundfile.read(path, dtype="float32", always_2d=True)
+    except Exception as error:  # soundfile raises several types for unreadable content
+        raise AudioError(f"{path}: not a readable audio file ({error})") from None
+    return data, int(rate)
+
+
+def _read_stem_file(track: Track, stems):
+    try:
+        import stempeg
+    except ImportError:
+        raise EvaluationError(
+            f"{track.path}: reading .stem.mp4 needs the optional 'stempeg' package "
+            "(or use the MUSDB18-HQ wav release)") from None
+    try:
+        audio, rate = stempeg.read_stems(track.path, stem_id=[_STEM_STREAMS[s] for s in stems],
+                                         dtype=np.float32)
+    except Exception as error:
+        raise AudioError(f"{track.path}: cannot decode stems ({error})") from None
+    return [(np.ascontiguousarray(a), int(rate)) for a in audio]
+
+
+def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
+    """The named stems of a track as float32 ``(stems, samples, channels)``.
+
+    All stems must share sample rate, length and channel count; the first one that does not
+    is named in the error.
+    """
+    if track.is_stem_file:
+        loaded = list(zip([f"{track.path}:{s}" for s in stems], _read_stem_file(track, stems)))
+    else:
+        loaded = []
+        for stem in stems:
+            path = os.path.join(track.path, f"{stem}.wav")
+            if not os.path.isfile(path):
+                raise EvaluationError(f"{path}: missing stem '{stem}' of track {track.name}")
+            loaded.append((path, read_audio(path)))
+    return stack_stems(loaded)
+
+
+def stack_stems(loaded) -> tuple[np.ndarray, int]:
+    """Stack ``[(path, (audio, rate)), ...]`` after checking they agree in rate and shape."""
+    first_path, (first, rate) = loaded[0]
+    for path, (audio, other_rate) in loaded[1:]:
+        if other_rate != rate:
+            raise EvaluationError(f"{path}: sample rate {other_rate} Hz, but {first_path} "
+                                  f"has {rate} Hz")
+        if audio.shape[1] != first.shape[1]:
+            raise EvaluationError(f"{path}: {audio.shape[1]} channels, but {first_path} "
+                                  f"has {first.shape[1]}")
+        if audio.shape[0] != first.shape[0]:
+            raise EvaluationError(f"{path}: {audio.shape[0]} samples, but {first_path} "
+                                  f"has {first.shape[0]}")
+    return np.stack([audio for _, (audio, _) in loaded]), rate
+
+
+def load_mixture(track: Track) -> tuple[np.ndarray, int]:
+    """The mixture as float32 ``(channels, samples)``, the layout the separator takes."""
+    if track.is_stem_file:
+        (audio, rate), = _read_stem_file(track, ["mixture"])
+    else:
+        audio, rate = read_audio(os.path.join(track.path, "mixture.wav"))
+    return np.ascontiguousarray(audio.T), rate

@@ -1,0 +1,159 @@
+"""Reading per-track results (ours or museval's) and the SiSEC aggregate.
+
+SiSEC 2018 / museval aggregation: the median over a track's frames (NaN frames ignored,
+as pandas' ``median`` does in ``EvalStore.agg_frames_scores``), then the median of those
+per-track values over tracks, per source and metric.
+"""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from numba_demucs.errors import EvaluationError
+
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+
+
+def _nanmedian(values) -> float:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0 or np.isnan(values).all():
+        return math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(np.nanmedian(values))
+
+
+def _as_float(value, path) -> float:
+    if value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise EvaluationError(f"{path}: metric value {value!r} is not a number") from None
+
+
+def read_track(path) -> dict:
+    """``{target: {metric: frames array}}`` from one museval-format JSON file."""
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text())
+        targets = document["targets"]
+        scores = {}
+        for target in targets:
+            frames = target["frames"]
+            scores[target["name"]] = {
+                metric: np.array([_as_float(frame["metrics"][metric], path) for frame in frames])
+                for metric in METRICS}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{path}: not a readable results file ({error})") from None
+    except (KeyError, TypeError) as error:
+        raise EvaluationError(f"{path}: not museval-format results (missing {error})") from None
+    return scores
+
+
+def read_results(path) -> dict:
+    """``{track: {target: {metric: frames}}}`` from a results folder (or one JSON file).
+
+    Every ``*.json`` below the folder counts, named by its file stem as museval does;
+    museval's own output folder reads the same way.
+    """
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+    else:
+        raise EvaluationError(f"{path}: results folder not found")
+    if not files:
+        raise EvaluationError(f"{path}: no .json results inside")
+    results = {}
+    for file in files:
+        if file.stem in results:
+            raise EvaluationError(f"{file}: a second result for track {file.stem!r}")
+        results[file.stem] = read_track(file)
+    return results
+
+
+def track_medians(results) -> dict:
+    """``{track: {target: {metric: median over frames}}}``."""
+    return {track: {target: {metric: _nanmedian(frames) for metric, frames in metrics.items()}
+                    for target, metrics in targets.items()}
+            for track, targets in results.items()}
+
+
+def aggregate(results) -> dict:
+    """``{target: {metric: median over tracks of the per-track frame medians}}``."""
+    medians = track_medians(results)
+    targets = []
+    for per_track in medians.values():
+        targets.extend(t for t in per_track if t not in targets)
+    return {target: {metric: _nanmedian([per_track[target][metric]
+                                         for per_track in medians.values()
+                                         if target in per_track])
+                     for metric in METRICS}
+            for target in targets}
+
+
+def method_names(paths) -> list[str]:
+    """Folder names as method names (museval's ``MethodStore`` uses the same), made unique."""
+    names = []
+    for path in paths:
+        name = Path(path).resolve().name
+        if name in names:
+            name = str(path)
+        names.append(name)
+    return names
+
+
+def write_csv(path, methods) -> None:
+    """Per-track medians and the aggregate (track ``*``) of every method, one row each."""
+    import csv
+
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "track", "target", *METRICS])
+        for name, results in methods.items():
+            for track, targets in track_medians(results).items():
+                for target, metrics in targets.items():
+                    writer.writerow([name, track, target, *(metrics[m] for m in METRICS)])
+            for target, metrics in aggregate(results).items():
+                writer.writerow([name, "*", target, *(metrics[m] for m in METRICS)])
+
+
+def plot(path, methods) -> None:
+    """One box plot per source: per-track median SDR of each method."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise EvaluationError("--plot needs matplotlib (pip install 'numba-demucs[eval]')") \
+            from None
+    medians = {name: track_medians(results) for name, results in methods.items()}
+    targets = []
+    for per_method in medians.values():
+        for per_track in per_method.values():
+            targets.extend(t for t in per_track if t not in targets)
+    figure, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 4), squeeze=False)
+    for axis, target in zip(axes[0], targets):
+        data = []
+        for per_method in medians.values():
+            values = [t[target]["SDR"] for t in per_method.values() if target in t]
+            data.append([v for v in values if not math.isnan(v)])
+        axis.boxplot(data)
+        axis.set_xticks(range(1, len(medians) + 1), list(medians), rotation=30, ha="right")
+        axis.set_title(target)
+        axis.set_ylabel("SDR (dB), median over frames")
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    try:
+        figure.savefig(path)
+    except OSError as error:
+        raise EvaluationError(f"{path}: cannot write the plot ({error})") from None
+    finally:
+        plt.close(figure)

@@ -1,0 +1,250 @@
+"""Resumable MUSDB runs: one museval-compatible JSON per track, written atomically.
+
+Results land in ``RESULTS/SUBSET/TRACK.json``, the layout museval writes and its
+``EvalStore.add_eval_dir`` / ``MethodStore.add_eval_dir`` read back. A track whose JSON
+exists is skipped, so an interrupted run continues where it stopped. Tracks are scored
+in this process (``jobs=1``), in a local process pool, or as one task per track on a
+dask.distributed cluster; in every case the JSON is written here, by the caller, so
+workers only need to read the audio.
+"""
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+
+from numba_demucs.errors import EvaluationError
+
+from .bsseval import bss_eval
+from .musdb import SOURCES, Track, load_mixture, load_stems, read_audio, stack_stems
+
+METRICS = ("SDR", "SIR", "ISR", "SAR")
+
+
+@dataclass(frozen=True)
+class TrackTask:
+    """What a worker needs to score one track: where the estimates come from."""
+
+    track: Track
+    estimates_dir: str | None = None
+    model: str | None = None
+    window: float = 1.0
+    hop: float = 1.0
+
+
+# ----------------------------------------------------------------------------------------
+# museval's JSON
+# ----------------------------------------------------------------------------------------
+
+
+def _museval_number(value: float) -> float:
+    """museval ``TrackStore._q``: infinities become NaN, the rest is rounded half-even to 1e-5."""
+    if np.isinf(value):
+        return float("nan")
+    if np.isnan(value):
+        return float("nan")
+    return float(Decimal(float(value)).quantize(Decimal(".00001")))
+
+
+def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
+    """The per-track document museval's ``TrackStore`` writes (same keys, rounding, NaN)."""
+    targets = []
+    for index, name in enumerate(names):
+        frames = []
+        for frame in range(sdr.shape[1]):
+            frames.append({
+                "time": frame * hop,
+                "duration": window,
+                "metrics": {
+                    "SDR": _museval_number(sdr[index, frame]),
+                    "SIR": _museval_number(sir[index, frame]),
+                    "SAR": _museval_number(sar[index, frame]),
+                    "ISR": _museval_number(isr[index, frame]),
+                },
+            })
+        targets.append({"name": name, "frames": frames})
+    return {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
+
+
+def write_json_atomically(path, document) -> None:
+    """Write to a temporary name beside ``path`` and rename, so a crash leaves no half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "w") as handle:
+        json.dump(document, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+
+
+def result_path(output, track: Track) -> Path:
+    return Path(output) / track.subset / f"{track.name}.json"
+
+
+# ----------------------------------------------------------------------------------------
+# Scoring one track (runs in a worker)
+# ----------------------------------------------------------------------------------------
+
+
+def load_estimates(folder, sources, references, rate) -> np.ndarray:
+    """``FOLDER/SOURCE.wav`` for each source, checked against the references' shape."""
+    loaded = []
+    for source in sources:
+        path = os.path.join(folder, f"{source}.wav")
+        if not os.path.isfile(path):
+            raise EvaluationError(f"{path}: missing estimate for source '{source}'")
+        audio, other_rate = read_audio(path)
+        if other_rate != rate:
+            raise EvaluationError(f"{path}: sample rate {other_rate} Hz, references are "
+                                  f"{rate} Hz")
+        if audio.shape[1] != references.shape[2]:
+            raise EvaluationError(f"{path}: {audio.shape[1]} channels, references have "
+                                  f"{references.shape[2]}")
+        if audio.shape[0] != references.shape[1]:
+            raise EvaluationError(f"{path}: {audio.shape[0]} samples, references have "
+                                  f"{references.shape[1]}")
+        if not np.any(audio.sum(axis=1) != 0):
+            raise EvaluationError(f"{path}: the estimate is silent (all zeros); BSS Eval is "
+                                  "undefined for a silent estimate")
+        loaded.append((path, (audio, rate)))
+    return stack_stems(loaded)[0]
+
+
+_MODELS: dict = {}
+
+
+def separate(model_ref: str, mixture: np.ndarray, rate: int, sources) -> np.ndarray:
+    """Our separator on one mixture ``(channels, samples)`` -> ``(sources, samples, channels)``."""
+    import numba_demucs
+
+    model = _MODELS.get(model_ref)
+    if model is None:
+        model = _MODELS[model_ref] = numba_demucs.load_model(model_ref)
+    if int(model.samplerate) != rate:
+        raise EvaluationError(f"model {model_ref} runs at {model.samplerate} Hz but the track "
+                              f"is {rate} Hz")
+    missing = [s for s in sources if s not in model.sources]
+    if missing:
+        raise EvaluationError(f"model {model_ref} does not produce {', '.join(missing)}")
+    separated = numba_demucs.apply_model(model, mixture[None].astype(np.float32), shifts=1,
+                                         split=True, overlap=0.25)[0]
+    order = [list(model.sources).index(s) for s in sources]
+    return np.ascontiguousarray(np.asarray(separated)[order].transpose(0, 2, 1))
+
+
+def score_track(task: TrackTask) -> dict:
+    """Score one track; returns the museval JSON document (written by the caller)."""
+    track = task.track
+    references, rate = load_stems(track, SOURCES)
+    for source, audio in zip(SOURCES, references):
+        if not np.any(audio.sum(axis=1) != 0):
+            raise EvaluationError(f"{os.path.join(track.path, source + '.wav')}: the reference "
+                                  "is silent (all zeros); BSS Eval is undefined for it")
+    if task.estimates_dir is not None:
+        estimates = load_estimates(os.path.join(task.estimates_dir, track.name), SOURCES,
+                                   references, rate)
+    else:
+        mixture, mix_rate = load_mixture(track)
+        if mix_rate != rate or mixture.shape[1] != references.shape[1]:
+            raise EvaluationError(f"{track.path}: mixture and stems differ in rate or length")
+        estimates = separate(task.model, mixture, rate, SOURCES)
+    try:
+        sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=task.window,
+                                      hop=task.hop)
+    except EvaluationError as error:
+        raise EvaluationError(f"{track.path}: {error}") from None
+    return scores_document(SOURCES, sdr, isr, sir, sar, task.window, task.hop)
+
+
+# ----------------------------------------------------------------------------------------
+# Running many tracks
+# ----------------------------------------------------------------------------------------
+
+
+def pending_tasks(tasks, output, force=False):
+    """Tasks whose result file does not exist yet (all of them with ``force``)."""
+    return [task for task in tasks if force or not result_path(output, task.track).exists()]
+
+
+def _progress(enabled):
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+
+
+def run(tasks, output, jobs=1, force=False, dask_scheduler=None, progress=True,
+        on_track_done=None) -> list[Track]:
+    """Score the tasks not done yet and write their JSON; returns the tracks scored now.
+
+    ``on_track_done(track, path)`` is called after each JSON is in place; an exception
+    from it (or from scoring) stops the run, and the finished tracks stay done.
+    """
+    todo = pending_tasks(tasks, output, force)
+    finished = []
+    with _progress(progress) as bar:
+        handle = bar.add_task(f"scoring {len(todo)} of {len(tasks)} tracks", total=len(todo))
+
+        def record(task, document):
+            path = result_path(output, task.track)
+            write_json_atomically(path, document)
+            finished.append(task.track)
+            bar.advance(handle)
+            if on_track_done is not None:
+                on_track_done(task.track, path)
+
+        if dask_scheduler:
+            _run_dask(todo, dask_scheduler, record)
+        elif jobs > 1 and len(todo) > 1:
+            _run_pool(todo, jobs, record)
+        else:
+            for task in todo:
+                record(task, score_track(task))
+    return finished
+
+
+def _run_pool(todo, jobs, record):
+    import multiprocessing
+
+    # spawn, not fork: numba's thread pool must not be inherited half-initialised.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    futures = {pool.submit(score_track, task): task for task in todo}
+    try:
+        while futures:
+            done, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for future in done:
+                record(futures.pop(future), future.result())
+    except BaseException:
+        # Do not wait for the other tracks on an error or Ctrl-C; finished ones are saved.
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def _run_dask(todo, address, record):
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise EvaluationError("--dask-scheduler needs dask.distributed "
+                              "(pip install 'numba-demucs[eval]')") from None
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as error:
+        raise EvaluationError(f"cannot reach the dask scheduler at {address} ({error})") from None
+    with client:
+        futures = client.map(score_track, todo, pure=False)
+        by_key = {future.key: task for future, task in zip(futures, todo)}
+        try:
+            for future in as_completed(futures):
+                record(by_key[future.key], future.result())
+        except BaseException:
+            client.cancel(futures)
+            raise
