@@ -18,10 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
 
-    from . import separate_cli
+    from .debug import cli as debug_cli
     from .eval import cli as eval_cli
 
-    separate_cli.register(subparsers)
+    debug_cli.register(subparsers)
     eval_cli.register(subparsers)
     return parser
 
