@@ -288,3 +288,25 @@ def test_single_track_bsseval_command(dataset, tmp_path, capsys):
 def test_report_on_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["eval", "report", str(tmp_path / "nope")]) == 2
     assert "results folder not found" in capsys.readouterr().err
+
+
+def test_runner_separates_with_a_checkpoint(dataset, tmp_path):
+    """The --checkpoint path: our model separates each mixture, then every source is scored."""
+    from fractions import Fraction
+
+    from numba_demucs.debug import reference as torch_reference
+
+    torch_model = torch_reference.build_model(
+        "htdemucs", seed=1, channels=8, dconv_comp=4, segment=Fraction(1, 2), t_layers=2,
+        bottom_channels=16)
+    checkpoint = torch_reference.save_th(torch_model, tmp_path)
+    root, _ = dataset
+    output = tmp_path / "model-results"
+    assert cli.main(["eval", "musdb", "--root", str(root), "--checkpoint", str(checkpoint),
+                     "-o", str(output), "--no-progress"]) == 0
+    for name, seconds in TRACKS.items():
+        scores = json.loads((output / "test" / f"{name}.json").read_text())
+        assert [t["name"] for t in scores["targets"]] == list(musdb.SOURCES)
+        for target in scores["targets"]:
+            assert len(target["frames"]) == int(seconds)
+            assert all(np.isfinite(frame["metrics"]["SDR"]) for frame in target["frames"])
