@@ -105,3 +105,45 @@ def test_ten_million_elements_is_fast():
     assert r["nan"] == 1 and r["count"] == 10_000_000
     assert abs(r["mean"]) < 1e-3 and r["std"] == pytest.approx(1.0, abs=1e-3)
     assert elapsed < 1.5, elapsed
+
+
+# --- demucs.cpp-style printout (debug/printer.py) ---------------------------------------------
+
+def test_print_demucs_cpp_exact_text():
+    import io
+
+    from numba_demucs.debug.printer import print_demucs_cpp
+
+    # [[7, 1], [1, -1]]: sum 8, mean 2, deviations 5 -1 -1 -3 -> squares 36 / 4 = 9, std 3;
+    # min -1 at (1, 1), max 7 at (0, 0)
+    out = io.StringIO()
+    print_demucs_cpp(np.array([[7, 1], [1, -1]], dtype=np.float32), "x_enc_1", file=out)
+    assert out.getvalue() == (
+        "Debugging tensor!: x_enc_1\n"
+        "\tshape: (2, 2)\n"
+        "\tmin: -1.0\n"
+        "\tmax: 7.0\n"
+        "\tmean: 2.0\n"
+        "\tstddev: 3.0\n"
+        "\tsum: 8.0\n"
+        "\tmin idx: (1, 1)\n"
+        "\tmax idx: (0, 0)\n"
+        "FINISHED DEBUG FOR TENSOR x_enc_1\n"
+    )
+
+
+def test_print_demucs_cpp_record_precision_and_empty():
+    import io
+
+    from numba_demucs.debug.printer import print_demucs_cpp
+
+    # mean of [0, 0, 1] is 1/3: six significant digits as std::cout prints by default
+    out = io.StringIO()
+    print_demucs_cpp(tensor_stats("third", np.array([0.0, 0.0, 1.0])), file=out, precision=6)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "Debugging tensor!: third" and lines[1] == "\tshape: (3)"
+    assert lines[4] == "\tmean: 0.333333" and lines[7] == "\tmin idx: (0)" and lines[8] == "\tmax idx: (2)"
+    out = io.StringIO()
+    print_demucs_cpp(np.full((1, 2), np.nan), "bad", file=out)
+    lines = out.getvalue().splitlines()
+    assert lines[2] == "\tmin: nan" and lines[7] == "\tmin idx: (-1, -1)"
