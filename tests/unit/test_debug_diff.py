@@ -250,3 +250,14 @@ def test_plot_writes_a_png(tmp_path):
     assert (tmp_path / "floor.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="floor has 2 values for 5 points"):
         plot(result, tmp_path / "bad.png", floor=[1.0, 2.0])
+
+
+@pytest.mark.parametrize("shift,diverges", [(2.9e-4, False), (3.1e-4, True)])
+def test_min_is_measured_against_the_largest_magnitude(shift, diverges):
+    # [3, -1, -1, -1]: mean 0, RMS sqrt(3) ~ 1.73, max |value| 3. A shift of the min by 2.9e-4
+    # is under rtol * 3 = 3e-4 (it would not be under rtol * RMS = 1.73e-4).
+    ref = tensor_stats("m", np.array([3.0, -1.0, -1.0, -1.0]))
+    ours = dict(ref, min=ref["min"] - shift)
+    result = diff_dumps(_dump([ref]), _dump([ours]), rtol=1e-4, atol=0.0)
+    assert (result.first_divergence == "m") is diverges
+    assert result.points[0]["errors"]["min"] == pytest.approx(shift / 3, rel=1e-9)
