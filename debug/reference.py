@@ -163,3 +163,155 @@ def music_like_signal(seconds, samplerate=44100, channels=2, seed=0):
         out[:, begin:burst] += 0.3 * rng.standard_normal((channels, burst - begin))
     out += 0.01 * rng.standard_normal(out.shape)
     return out.astype(np.float32)
+
+
+def leading_squeezed(array):
+    """Drop leading axes of size 1, so a PyTorch ``(1, C, T)`` compares with our ``(C, T)``."""
+    array = np.asarray(array)
+    while array.ndim > 1 and array.shape[0] == 1:
+        array = array[0]
+    return array
+
+
+class ReferenceTracer:
+    """Forward hooks on a demucs HTDemucs (or a bag's members) that emit our trace points.
+
+    Module points are the outputs of every module in ``named_modules()`` (first element of a
+    tuple output), except Dropout, which is inert in eval mode and absent on our side. The
+    points that are not module outputs are computed with the same torch operations demucs
+    uses inline: ``input.mix``, ``spec.magnitude``, ``input.freq``, ``input.time``, the
+    transformer inputs, ``output.freq_branch``, ``output.time_branch``, ``output.sources``.
+    Each point goes to ``sink(name, context, array)`` with the current call indices.
+    """
+
+    def __init__(self, model, sink):
+        from torch import nn
+
+        self.sink = sink
+        self.context = {}
+        self._handles = []
+        self._patched = []
+        models = list(model.models) if hasattr(model, "models") else [model]
+        for index, member in enumerate(models):
+            self._instrument(member, index if len(models) > 1 else None)
+        self._nn = nn
+
+    def _emit(self, name, tensor):
+        self.sink(name, dict(self.context), leading_squeezed(tensor.detach().cpu().numpy()))
+
+    def _instrument(self, model, model_index):
+        from torch import nn
+
+        def module_hook(name):
+            def hook(_module, _inputs, output):
+                if isinstance(output, tuple):
+                    output = output[0]
+                self._emit(name, output)
+            return hook
+
+        def input_hook(name):
+            def hook(_module, inputs):
+                self._emit(name, inputs[0])
+            return hook
+
+        def root_pre_hook(_module, inputs):
+            if model_index is not None:
+                self.context["model"] = model_index
+            self._emit("input.mix", inputs[0])
+
+        def root_hook(_module, _inputs, output):
+            sources = len(model.sources)
+            last_time = self._last_time_output
+            length = self._training_length
+            time_branch = last_time.view(last_time.shape[0], sources, -1, length) \
+                * self._stdt[:, None] + self._meant[:, None]
+            self._emit("output.time_branch", time_branch)
+            self._emit("output.sources", output)
+
+        self._handles.append(model.register_forward_pre_hook(root_pre_hook))
+        self._handles.append(model.register_forward_hook(root_hook))
+        for name, module in model.named_modules():
+            if not name or isinstance(module, nn.Dropout):
+                continue
+            self._handles.append(module.register_forward_hook(module_hook(name)))
+        transformer = getattr(model, "crosstransformer", None)
+        if transformer is not None:
+            self._handles.append(transformer.layers[0].register_forward_pre_hook(
+                input_hook("crosstransformer.input.freq")))
+            self._handles.append(transformer.layers_t[0].register_forward_pre_hook(
+                input_hook("crosstransformer.input.time")))
+        last_tdecoder = model.tdecoder[-1]
+
+        def keep_time_output(_module, _inputs, output):
+            self._last_time_output = output[0]
+        self._handles.append(last_tdecoder.register_forward_hook(keep_time_output))
+
+        original_spec, original_magnitude, original_ispec = model._spec, model._magnitude, model._ispec
+
+        def spec(x):
+            # x is the mix padded to the training length; demucs normalises it for the time branch.
+            self._training_length = x.shape[-1]
+            self._meant = x.mean(dim=(1, 2), keepdim=True)
+            self._stdt = x.std(dim=(1, 2), keepdim=True)
+            self._time_input = (x - self._meant) / (1e-5 + self._stdt)
+            return original_spec(x)
+
+        def magnitude(z):
+            mag = original_magnitude(z)
+            self._emit("spec.magnitude", mag)
+            mean = mag.mean(dim=(1, 2, 3), keepdim=True)
+            std = mag.std(dim=(1, 2, 3), keepdim=True)
+            self._emit("input.freq", (mag - mean) / (1e-5 + std))
+            self._emit("input.time", self._time_input)
+            return mag
+
+        def ispec(z, length=None, scale=0):
+            out = original_ispec(z, length, scale)
+            self._emit("output.freq_branch", out)
+            return out
+
+        model._spec, model._magnitude, model._ispec = spec, magnitude, ispec
+        self._patched.append(model)
+
+    def close(self):
+        for handle in self._handles:
+            handle.remove()
+        for model in self._patched:
+            for attribute in ("_spec", "_magnitude", "_ispec"):
+                model.__dict__.pop(attribute, None)
+        self._handles, self._patched = [], []
+
+
+def run_reference(model, mix, sink, *, split=True, shifts=0, overlap=0.25, segment_only=False):
+    """Run demucs on ``mix (channels, samples)`` numpy, sending every trace point to ``sink``.
+
+    The apply_model callback supplies the call indices (segment, shift, model) that our
+    ``apply_model`` attaches to its points; returns the separated ``(sources, channels, samples)``.
+    """
+    import torch
+    from demucs.apply import apply_model
+
+    tracer = ReferenceTracer(model, sink)
+    dtype = next(model.parameters()).dtype
+    batch = torch.from_numpy(np.ascontiguousarray(mix)).to(dtype)[None]
+    try:
+        with torch.no_grad():
+            if segment_only:
+                out = model(batch)
+            else:
+                first = model.models[0] if hasattr(model, "models") else model
+                stride = int((1 - overlap) * int(first.segment * first.samplerate))
+
+                def on_call(info):
+                    if info.get("state") != "start":
+                        return
+                    tracer.context = {"segment": info["segment_offset"] // stride}
+                    if shifts:
+                        tracer.context["shift"] = info["shift_idx"]
+                    if hasattr(model, "models"):
+                        tracer.context["model"] = info["model_idx_in_bag"]
+                out = apply_model(model, batch, shifts=shifts, split=split, overlap=overlap,
+                                  callback=on_call)
+    finally:
+        tracer.close()
+    return out[0].numpy()

@@ -204,7 +204,7 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     for index, member, weights in members:
         dry_run = weights is not None and index not in used
         runner = _Runner(member, rng, overlap, transition_power, segment, jobs, callback, dry_run)
-        with trace.call_context(model=index):
+        with trace.call_context(**({} if weights is None else {"model": index})):
             if shifts:
                 out = runner.shifted(_Chunk(mix), shifts, split)
             elif split:

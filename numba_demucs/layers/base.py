@@ -113,6 +113,9 @@ class GroupNorm(Layer):
         self.batched = batched
 
     def __call__(self, x):
+        return self.emit(self.normalize(x))
+
+    def normalize(self, x):
         items = x if self.batched else x[None]
         if items.shape[1] != self.weight.shape[0] or items.shape[1] % self.groups:
             raise ValueError(f"{self.name} normalises {self.weight.shape[0]} channels in "
@@ -120,7 +123,7 @@ class GroupNorm(Layer):
         flat = np.ascontiguousarray(items).reshape(items.shape[0], items.shape[1], -1)
         out = norm.group_norm(flat, self.groups, self.weight, self.bias, self.eps)
         out = out.reshape(items.shape)
-        return self.emit(out if self.batched else out[0])
+        return out if self.batched else out[0]
 
 
 class LayerNorm(Layer):
@@ -140,8 +143,10 @@ class LayerNorm(Layer):
 
 
 class Identity(Layer):
+    """nn.Identity (a norm that is switched off); still a trace point, as its hook is in PyTorch."""
+
     def __call__(self, x):
-        return x
+        return self.emit(x)
 
 
 class GELU(Layer):

@@ -168,8 +168,8 @@ class ScaledEmbedding(Layer):
         self.scale = scale
 
     def __call__(self, indices):
-        table = self.embedding.weight
-        return self.emit(table[indices] * table.dtype.type(self.scale))
+        looked_up = self.embedding.emit(self.embedding.weight[indices])
+        return self.emit(looked_up * looked_up.dtype.type(self.scale))
 
 
 class Embedding(Layer):

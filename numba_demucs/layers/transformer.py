@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .. import trace
 from ..kernels.attention import multi_head_attention
 from .base import GroupNorm, LayerNorm, Layer, StateReader, gelu
 from .hdemucs import LayerScale
@@ -78,7 +79,7 @@ class TokenGroupNorm(GroupNorm):
     """demucs' MyGroupNorm: GroupNorm over ``(tokens, channels)`` after moving channels first."""
 
     def __call__(self, x):
-        normed = super().__call__(np.ascontiguousarray(x.T)[None])
+        normed = self.normalize(np.ascontiguousarray(x.T)[None])
         return self.emit(np.ascontiguousarray(normed[0].T))
 
 
@@ -181,27 +182,27 @@ class CrossTransformerEncoder(Layer):
         tokens = np.ascontiguousarray(x.transpose(2, 1, 0).reshape(frames * freqs, channels))
         pos_2d = pos_2d.transpose(2, 1, 0).reshape(frames * freqs, channels)
         tokens = self.norm_in(tokens) + dtype(self.weight_pos_embed) * pos_2d
-        tokens = trace_input(f"{self.name}.input.freq", tokens)
 
         tokens_t = np.ascontiguousarray(xt.T)
         pos_1d = sin_embedding(tokens_t.shape[0], channels, sin_shift, self.max_period, dtype)
         tokens_t = self.norm_in_t(tokens_t) + dtype(self.weight_pos_embed) * pos_1d
-        tokens_t = trace_input(f"{self.name}.input.time", tokens_t)
 
         for index, (layer, layer_t) in enumerate(zip(self.layers, self.layers_t)):
+            # The branch inputs are traced where PyTorch sees them: as the first layers' inputs.
+            if index == 0:
+                tokens = trace.point(f"{self.name}.input.freq", tokens)
             if index % 2 == self.classic_parity:
                 tokens = layer(tokens)
+                if index == 0:
+                    tokens_t = trace.point(f"{self.name}.input.time", tokens_t)
                 tokens_t = layer_t(tokens_t)
             else:
                 previous = tokens
                 tokens = layer(tokens, tokens_t)
+                if index == 0:
+                    tokens_t = trace.point(f"{self.name}.input.time", tokens_t)
                 tokens_t = layer_t(tokens_t, previous)
         x = np.ascontiguousarray(tokens.reshape(frames, freqs, channels).transpose(2, 1, 0))
         xt = np.ascontiguousarray(tokens_t.T)
         return self.emit(x), xt
 
-
-def trace_input(name, array):
-    from .. import trace
-
-    return trace.point(name, array)

@@ -241,7 +241,6 @@ class HTDemucs:
             if idx == 0 and self.freq_emb is not None:
                 emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]
                 x = x + dt(self.freq_emb_scale) * emb
-                x = trace.point("input.freq_emb_added", x)
             saved.append(x)
 
         if self.crosstransformer is not None:
