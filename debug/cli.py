@@ -1,45 +1,76 @@
-"""`numba-demucs debug parity`: run our model and the official PyTorch one on the same input.
+"""`numba-demucs debug trace|reference|diff|parity`: the layer-by-layer debugging loop.
 
-With no checkpoint it builds seeded random weights of an official architecture (perturbed
-so every branch matters, see ``debug.reference``); with no input it synthesises a stereo
-music-like signal. Works offline; needs the ``reference`` extra (torch, demucs).
+``trace`` and ``reference`` run our model and demucs' PyTorch model on the same input and
+write dumps (one record per trace point); ``diff`` compares two dumps and names the first
+point where they part ways; ``parity`` does all three in one go, offline, building seeded
+random official-architecture weights and a synthetic input when none are given.
 """
 from __future__ import annotations
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
 from numba_demucs.errors import AudioError, NumbaDemucsError
 
-THRESHOLD_DB = {"float32": 90.0, "float64": 200.0}
+END_TO_END_THRESHOLD_DB = {"float32": 90.0, "float64": 200.0}
+
+
+def _input_arguments(parser, checkpoint_required):
+    if checkpoint_required:
+        parser.add_argument("--checkpoint", type=Path, required=True,
+                            help=".th or .safetensors model file")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, help="44.1 kHz audio file")
+    source.add_argument("--seconds", type=float, default=10.0,
+                        help="length of the synthesised input when no --input (default: 10)")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--segment-only", action="store_true",
+                        help="one model segment, no apply_model splitting")
+
+
+def _diff_arguments(parser):
+    parser.add_argument("--rtol", type=float, help="relative tolerance (default by dtype, see docs)")
+    parser.add_argument("--atol", type=float, help="absolute tolerance per element")
+    parser.add_argument("--json", type=Path, dest="json_path", help="write the diff as JSON")
+    parser.add_argument("--plot", type=Path, help="write the error per point as a PNG")
+    parser.add_argument("--all", action="store_true", help="list every point, not only divergent ones")
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("debug", help="compare our model with the PyTorch reference")
+    parser = subparsers.add_parser("debug", help="compare our model with the PyTorch reference",
+                                   description=__doc__)
     commands = parser.add_subparsers(dest="debug_command", required=True)
-    parity = commands.add_parser(
-        "parity", help="separate one input with both implementations and compare",
-        description=__doc__)
+
+    for name, helptext in (("trace", "dump our model's trace points"),
+                           ("reference", "dump the PyTorch demucs model's trace points")):
+        sub = commands.add_parser(name, help=helptext)
+        _input_arguments(sub, checkpoint_required=True)
+        sub.add_argument("--save-tensors", action="store_true",
+                         help="also save every tensor (sibling .npz; large)")
+        sub.add_argument("-o", "--output", type=Path, required=True, help="dump file (.jsonl)")
+        sub.set_defaults(func=run_dump, side=name)
+
+    diff = commands.add_parser("diff", help="compare two dumps point by point")
+    diff.add_argument("reference", type=Path)
+    diff.add_argument("ours", type=Path)
+    _diff_arguments(diff)
+    diff.set_defaults(func=run_diff)
+
+    parity = commands.add_parser("parity", help="trace both sides and diff them in one go")
     weights = parity.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", type=Path, help=".th or .safetensors model file")
     weights.add_argument("--model-args", default="htdemucs",
                          choices=["htdemucs", "htdemucs_6s", "defaults"],
                          help="official architecture for random weights (default: htdemucs)")
-    source = parity.add_mutually_exclusive_group()
-    source.add_argument("--input", type=Path, help="44.1 kHz audio file")
-    source.add_argument("--seconds", type=float, default=10.0,
-                        help="length of the synthesised input (default: 10)")
-    parity.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    parity.add_argument("--segment-only", action="store_true",
-                        help="one model segment, no apply_model splitting")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    _input_arguments(parity, checkpoint_required=False)
+    _diff_arguments(parity)
     parity.set_defaults(func=run_parity)
 
 
-def _read_input(path: Path, samplerate: int, channels: int):
+def read_input(path: Path, samplerate=44100, channels=2):
     import soundfile
 
     try:
@@ -48,6 +79,8 @@ def _read_input(path: Path, samplerate: int, channels: int):
         raise AudioError(f"{path}: cannot read audio ({error})") from None
     if rate != samplerate:
         raise AudioError(f"{path}: sample rate {rate} Hz, the model needs {samplerate} Hz")
+    if audio.shape[0] == 0:
+        raise AudioError(f"{path}: no samples")
     audio = audio.T
     if audio.shape[0] == 1 and channels == 2:
         audio = np.repeat(audio, 2, axis=0)
@@ -56,78 +89,109 @@ def _read_input(path: Path, samplerate: int, channels: int):
     return np.ascontiguousarray(audio)
 
 
+def _mix(args):
+    from .reference import music_like_signal
+
+    if args.input is not None:
+        return read_input(args.input)
+    return music_like_signal(args.seconds)
+
+
+def _collect(side, checkpoint, mix, args, save_tensors):
+    from . import collect
+
+    if side == "reference":
+        try:
+            return collect.trace_reference(checkpoint, mix, args.dtype, args.segment_only,
+                                           save_tensors)
+        except ImportError as error:
+            raise NumbaDemucsError(
+                f"the reference side needs the reference extra (torch, demucs): {error}") from None
+    return collect.trace_ours(checkpoint, mix, args.dtype, args.segment_only, save_tensors)
+
+
+def run_dump(args) -> int:
+    from rich.console import Console
+
+    from .dumpfile import write_dump
+
+    mix = _mix(args)
+    header, records, tensors, _ = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
+    path = write_dump(args.output, header, records, tensors if args.save_tensors else None)
+    Console(stderr=True).print(f"{len(records)} trace points written to {path}")
+    return 0
+
+
+def _report(reference_dump, ours_dump, args, console):
+    from .diff import diff_dumps, plot, render_table
+
+    result = diff_dumps(reference_dump, ours_dump, rtol=args.rtol, atol=args.atol)
+    render_table(result, console, only_diverged=not args.all)
+    if args.json_path is not None:
+        args.json_path.write_text(result.to_json())
+    if args.plot is not None:
+        plot(result, args.plot)
+    if result.first_divergence is None:
+        console.print(f"[green]no divergence[/] over {len(result.points)} points")
+    else:
+        console.print(f"[red]first divergence: {result.first_divergence}[/] "
+                      f"{result.first_divergence_context or ''}")
+    return result
+
+
+def run_diff(args) -> int:
+    from rich.console import Console
+
+    from .dumpfile import read_dump
+
+    with read_dump(args.reference) as reference_dump, read_dump(args.ours) as ours_dump:
+        result = _report(reference_dump, ours_dump, args, Console())
+    return 0 if result.ok else 1
+
+
 def run_parity(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    import numba_demucs
-
-    try:
-        import torch
-        from demucs.apply import apply_model as demucs_apply_model
-
-        from . import reference
-    except ImportError as error:
-        raise NumbaDemucsError(
-            f"debug parity needs the reference extra (torch and demucs): {error}") from None
+    from .dumpfile import read_dump, write_dump
 
     console = Console()
-    dtype = np.dtype(args.dtype)
+    mix = _mix(args)
     with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
         checkpoint = args.checkpoint
         if checkpoint is None:
+            try:
+                from . import reference
+                checkpoint = reference.save_th(
+                    reference.build_model(args.model_args, seed=args.seed), folder)
+            except ImportError as error:
+                raise NumbaDemucsError(
+                    f"debug parity needs the reference extra (torch, demucs): {error}") from None
             console.print(f"random [bold]{args.model_args}[/] weights, seed {args.seed}")
-            checkpoint = reference.save_th(reference.build_model(args.model_args, seed=args.seed),
-                                           folder)
-        ours_model = numba_demucs.load_model(checkpoint, dtype=dtype)
-        torch_model = reference.load_reference(checkpoint)
-        if args.input is not None:
-            mix = _read_input(args.input, ours_model.samplerate, ours_model.audio_channels)
-        else:
-            mix = reference.music_like_signal(args.seconds, ours_model.samplerate,
-                                              ours_model.audio_channels)
-        if args.segment_only:
-            mix = mix[:, : int(ours_model.segment * ours_model.samplerate)]
-        mix = mix.astype(dtype)[None]
+        outputs = {}
+        for side in ("reference", "ours"):
+            header, records, tensors, outputs[side] = _collect(side, checkpoint, mix, args, False)
+            write_dump(folder / f"{side}.jsonl", header, records)
+        with read_dump(folder / "reference.jsonl") as reference_dump, \
+                read_dump(folder / "ours.jsonl") as ours_dump:
+            result = _report(reference_dump, ours_dump, args, console)
+            sources = reference_dump.header["model"].split("[")[1].rstrip("]").split(",")
 
-        previous = torch.get_default_dtype()
-        if dtype == np.float64:
-            # demucs builds windows, embeddings and accumulators in torch's default dtype
-            torch.set_default_dtype(torch.float64)
-            torch_model = torch_model.double()
-        try:
-            started = time.perf_counter()
-            with torch.no_grad():
-                if args.segment_only:
-                    expected = torch_model(torch.from_numpy(mix)).numpy()
-                else:
-                    expected = demucs_apply_model(torch_model, torch.from_numpy(mix), shifts=0).numpy()
-            torch_seconds = time.perf_counter() - started
-        finally:
-            torch.set_default_dtype(previous)
-        started = time.perf_counter()
-        if args.segment_only:
-            ours = ours_model(mix)
-        else:
-            ours = numba_demucs.apply_model(ours_model, mix, shifts=0)
-        ours_seconds = time.perf_counter() - started
-
-    error = expected[0].astype(np.float64) - ours[0]
-    signal = (expected[0].astype(np.float64) ** 2).sum(axis=(1, 2))
+    expected = outputs["reference"].astype(np.float64)
+    error = expected - outputs["ours"]
     with np.errstate(divide="ignore"):
-        snr = 10 * np.log10(signal / (error ** 2).sum(axis=(1, 2)))
-    threshold = THRESHOLD_DB[args.dtype]
-    table = Table(title=f"end-to-end parity, {args.dtype}, {mix.shape[-1] / ours_model.samplerate:.1f} s")
+        snr = 10 * np.log10((expected ** 2).sum(axis=(1, 2)) / (error ** 2).sum(axis=(1, 2)))
+    threshold = END_TO_END_THRESHOLD_DB[args.dtype]
+    table = Table(title=f"end-to-end, {args.dtype}, {mix.shape[-1] / 44100:.1f} s")
     table.add_column("source")
     table.add_column("SNR (dB)", justify="right")
     table.add_column("max |error|", justify="right")
-    for name, value, worst in zip(ours_model.sources, snr, np.abs(error).max(axis=(1, 2))):
+    for name, value, worst in zip(sources, snr, np.abs(error).max(axis=(1, 2))):
         style = "green" if value >= threshold else "red"
         table.add_row(name, f"[{style}]{value:.1f}[/]", f"{worst:.3g}")
     console.print(table)
-    console.print(f"PyTorch {torch_seconds:.1f} s, numba-demucs {ours_seconds:.1f} s "
-                  f"(ratio {ours_seconds / torch_seconds:.2f}; the first numba run includes compilation)")
-    passed = bool(np.all(snr >= threshold))
+    passed = result.ok and bool(np.all(snr >= threshold))
     console.print(("[green]parity holds" if passed else "[red]parity fails")
-                  + f" (threshold {threshold:.0f} dB)")
+                  + f" (end-to-end threshold {threshold:.0f} dB, per-point rtol {result.tolerance['rtol']:g})")
     return 0 if passed else 1

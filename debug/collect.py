@@ -1,0 +1,95 @@
+"""Run one side (ours or the PyTorch reference) on an input and gather its trace as records.
+
+Both sides go through the same record function, so a difference in a dump is a difference
+in the numbers, never in how they were summarised.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import numba_demucs
+import numba_demucs.checkpoint
+from numba_demucs import trace
+
+from .dumpfile import sha256_of_array, sha256_of_file
+from .stats import tensor_stats
+
+
+class _Recorder:
+    """Turns trace points into records (and optionally kept tensors)."""
+
+    def __init__(self, save_tensors: bool):
+        self.records: list[dict] = []
+        self.tensors: list = []
+        self.save_tensors = save_tensors
+
+    def __call__(self, name, context, array):
+        from .reference import leading_squeezed
+
+        array = leading_squeezed(array)
+        self.records.append(tensor_stats(name, array, context, index=len(self.records)))
+        self.tensors.append(np.array(array, copy=True) if self.save_tensors else None)
+        return self.records[-1]
+
+
+def _header(producer, model_name, checkpoint, mix, dtype, segment_only):
+    return {
+        "producer": producer,
+        "model": model_name,
+        "checkpoint_sha256": sha256_of_file(checkpoint),
+        "input_sha256": sha256_of_array(np.asarray(mix, dtype=np.float32)),
+        "dtype": np.dtype(dtype).name,
+        "mode": "segment" if segment_only else "apply_model(split=True, overlap=0.25, shifts=0)",
+    }
+
+
+def _model_name(sources):
+    return f"HTDemucs[{','.join(sources)}]"
+
+
+def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_tensors=False,
+               model=None):
+    """Our model on ``mix (channels, samples)``; returns ``(header, records, tensors, output)``.
+
+    ``model`` may be a loaded (possibly edited) model of ``checkpoint``.
+    """
+    model = model if model is not None else numba_demucs.load_model(checkpoint, dtype=dtype)
+    recorder = _Recorder(save_tensors)
+    batch = np.asarray(mix, dtype=model.dtype)[None]
+    with trace.capture(record=recorder):
+        if segment_only:
+            output = model(batch)
+        else:
+            output = numba_demucs.apply_model(model, batch, shifts=0)
+    header = _header(f"numba-demucs {numba_demucs.__version__}", _model_name(model.sources),
+                     checkpoint, mix, model.dtype, segment_only)
+    return header, recorder.records, recorder.tensors, output[0]
+
+
+def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, save_tensors=False):
+    """demucs (PyTorch) on the same input with forward hooks; same return as ``trace_ours``."""
+    import demucs
+    import torch
+
+    from . import reference
+
+    # Our restricted reader goes first: demucs' loader unpickles with torch.load(weights_only=False)
+    # and imports what a .safetensors names, so a crafted file must be refused before it runs.
+    numba_demucs.checkpoint.read_package(checkpoint).class_name
+    model = reference.load_reference(checkpoint)
+    recorder = _Recorder(save_tensors)
+    previous = torch.get_default_dtype()
+    if np.dtype(dtype) == np.float64:
+        # demucs makes windows, embeddings and apply_model's accumulators in the default dtype
+        torch.set_default_dtype(torch.float64)
+        model = model.double()
+    try:
+        output = reference.run_reference(model, np.asarray(mix, dtype=dtype), recorder,
+                                         segment_only=segment_only)
+    finally:
+        torch.set_default_dtype(previous)
+    header = _header(f"demucs {demucs.__version__} (torch {torch.__version__})",
+                     _model_name(model.sources), checkpoint, mix, dtype, segment_only)
+    return header, recorder.records, recorder.tensors, output
