@@ -65,6 +65,10 @@ def register(subparsers) -> None:
                          choices=["htdemucs", "htdemucs_6s", "defaults"],
                          help="official architecture for random weights (default: htdemucs)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parity.add_argument("--isolate", action="store_true",
+                        help="also run each of our layers on the reference's input and report "
+                             "local (own) versus total (inherited) error; use with --segment-only "
+                             "on full-size models, it keeps every reference tensor in memory")
     _input_arguments(parity, checkpoint_required=False)
     _diff_arguments(parity)
     parity.set_defaults(func=run_parity)
@@ -171,19 +175,26 @@ def run_parity(args) -> int:
             console.print(f"random [bold]{args.model_args}[/] weights, seed {args.seed}")
         outputs = {}
         for side in ("reference", "ours"):
-            header, records, tensors, outputs[side] = _collect(side, checkpoint, mix, args, False)
+            keep = args.isolate and side == "reference"
+            header, records, tensors, outputs[side] = _collect(side, checkpoint, mix, args, keep)
             write_dump(folder / f"{side}.jsonl", header, records)
+            if keep:
+                reference_points = [(r["name"], r["context"], t) for r, t in zip(records, tensors)]
         with read_dump(folder / "reference.jsonl") as reference_dump, \
                 read_dump(folder / "ours.jsonl") as ours_dump:
             result = _report(reference_dump, ours_dump, args, console)
             sources = reference_dump.header["model"].split("[")[1].rstrip("]").split(",")
+        if args.isolate:
+            _print_isolation(console, reference_points, checkpoint, args, mix,
+                             result.tolerance["rtol"])
 
     expected = outputs["reference"].astype(np.float64)
+    seconds = expected.shape[-1] / 44100
     error = expected - outputs["ours"]
     with np.errstate(divide="ignore"):
         snr = 10 * np.log10((expected ** 2).sum(axis=(1, 2)) / (error ** 2).sum(axis=(1, 2)))
     threshold = END_TO_END_THRESHOLD_DB[args.dtype]
-    table = Table(title=f"end-to-end, {args.dtype}, {mix.shape[-1] / 44100:.1f} s")
+    table = Table(title=f"end-to-end, {args.dtype}, {seconds:.1f} s")
     table.add_column("source")
     table.add_column("SNR (dB)", justify="right")
     table.add_column("max |error|", justify="right")
@@ -195,3 +206,31 @@ def run_parity(args) -> int:
     console.print(("[green]parity holds" if passed else "[red]parity fails")
                   + f" (end-to-end threshold {threshold:.0f} dB, per-point rtol {result.tolerance['rtol']:g})")
     return 0 if passed else 1
+
+
+def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
+    """Table of the points whose own (local) error exceeds ``rtol``, next to their total error."""
+    from rich.table import Table
+
+    import numba_demucs
+
+    from .collect import segment_of
+    from .isolate import isolate
+
+    model = numba_demucs.load_model(checkpoint, dtype=args.dtype)
+    mix = segment_of(mix, model, args.segment_only)
+    rows = isolate(reference_points, model, mix, args.segment_only)
+    flagged = [row for row in rows if row["local"] > rtol]
+    table = Table(title=f"local vs total error (relative L2), {len(flagged)} of {len(rows)} "
+                        f"points with local error > {rtol:g}")
+    for column in ("point", "context", "local", "total"):
+        table.add_column(column, justify="left" if column in ("point", "context") else "right")
+    for row in flagged[:40]:
+        table.add_row(row["name"], str(row["context"] or ""), f"[red]{row['local']:.2e}[/]",
+                      f"{row['total']:.2e}")
+    if flagged:
+        console.print(table)
+    worst = max(rows, key=lambda row: row["local"])
+    console.print(f"largest local error: {worst['name']} {worst['context'] or ''} "
+                  f"({worst['local']:.2e}); largest total: "
+                  f"{max(row['total'] for row in rows):.2e}")

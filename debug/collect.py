@@ -45,6 +45,13 @@ def _header(producer, model_name, checkpoint, mix, dtype, segment_only):
     }
 
 
+def segment_of(mix, model, segment_only):
+    """With ``segment_only``, the first model segment of ``mix`` (the model pads a shorter one)."""
+    if not segment_only:
+        return mix
+    return mix[:, : int(model.segment * model.samplerate)]
+
+
 def _model_name(sources):
     return f"HTDemucs[{','.join(sources)}]"
 
@@ -56,6 +63,7 @@ def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_
     ``model`` may be a loaded (possibly edited) model of ``checkpoint``.
     """
     model = model if model is not None else numba_demucs.load_model(checkpoint, dtype=dtype)
+    mix = segment_of(mix, model, segment_only)
     recorder = _Recorder(save_tensors)
     batch = np.asarray(mix, dtype=model.dtype)[None]
     with trace.capture(record=recorder):
@@ -79,6 +87,7 @@ def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, 
     # and imports what a .safetensors names, so a crafted file must be refused before it runs.
     numba_demucs.checkpoint.read_package(checkpoint).class_name
     model = reference.load_reference(checkpoint)
+    mix = segment_of(mix, model, segment_only)
     recorder = _Recorder(save_tensors)
     previous = torch.get_default_dtype()
     if np.dtype(dtype) == np.float64:

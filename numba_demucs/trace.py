@@ -22,10 +22,16 @@ def _active():
 
 
 def point(name: str, array):
-    """Record ``array`` under ``name`` if a capture is active; always returns ``array``."""
+    """Record ``array`` under ``name`` if a capture is active.
+
+    Returns ``array``, or the replacement a capture's ``replace`` hook supplies (used to feed
+    every layer the reference's input, see ``numba_demucs.debug.isolate``).
+    """
     sink = _active()
     if sink is not None:
-        sink(name, array)
+        replacement = sink(name, array)
+        if replacement is not None:
+            return replacement
     return array
 
 
@@ -45,11 +51,13 @@ def call_context(**indices):
 
 
 @contextlib.contextmanager
-def capture(tensors: bool = True, record: Callable | None = None):
+def capture(tensors: bool = True, record: Callable | None = None, replace: Callable | None = None):
     """Collect every trace point reached inside the block.
 
     By default each entry is ``(name, context, array_copy)``; pass ``record`` to turn
     ``(name, context, array)`` into whatever should be kept instead (e.g. statistics).
+    ``replace(name, context, array)`` may return an array that the forward pass continues
+    with in place of ``array`` (after it was recorded), or None to keep ``array``.
     """
     records: list = []
     previous = _active()
@@ -60,6 +68,7 @@ def capture(tensors: bool = True, record: Callable | None = None):
             records.append(record(name, context, array))
         else:
             records.append((name, context, np.array(array, copy=True) if tensors else None))
+        return None if replace is None else replace(name, context, array)
 
     _state.sink = sink
     try:

@@ -47,3 +47,32 @@ def test_missing_checkpoint_is_one_clear_line(tmp_path):
     result = run("debug", "parity", "--checkpoint", str(tmp_path / "none.th"))
     assert result.returncode == 2
     assert "none.th: no such checkpoint file" in result.stderr
+
+
+def test_debug_trace_reference_diff_round_trip(tiny_checkpoint, tmp_path):
+    ours, ref = tmp_path / "ours.jsonl", tmp_path / "ref.jsonl"
+    common = ["--checkpoint", str(tiny_checkpoint), "--seconds", "0.8", "--save-tensors"]
+    assert run("debug", "trace", *common, "-o", str(ours)).returncode == 0
+    assert run("debug", "reference", *common, "-o", str(ref)).returncode == 0
+    assert ours.exists() and (tmp_path / "ours.npz").exists()
+    report = tmp_path / "diff.json"
+    result = run("debug", "diff", str(ref), str(ours), "--json", str(report), "--plot",
+                 str(tmp_path / "diff.png"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    import json
+    content = json.loads(report.read_text())
+    assert content["first_divergence"] is None and len(content["points"]) > 500
+    assert (tmp_path / "diff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a dump cut in the middle is refused with a message naming it, exit code 2
+    lines = ours.read_text().splitlines(keepends=True)
+    cut = tmp_path / "cut.jsonl"
+    cut.write_text("".join(lines[: len(lines) // 2]))
+    result = run("debug", "diff", str(ref), str(cut))
+    assert result.returncode == 2 and "cut.jsonl" in result.stderr
+
+
+def test_debug_parity_isolate_runs(tiny_checkpoint):
+    result = run("debug", "parity", "--checkpoint", str(tiny_checkpoint), "--segment-only",
+                 "--isolate")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "largest local error" in result.stdout

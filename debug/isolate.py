@@ -1,0 +1,66 @@
+"""Local versus inherited error: run our model with every layer fed the reference's input.
+
+Every trace point returns the value the forward pass continues with; here each point hands
+back the reference's tensor for that point, so each of our layers computes from exactly the
+reference's inputs. The error recorded at a point is then what that layer introduces by
+itself (*local*); the ordinary run's error at the same point is what reaches it from
+everything upstream as well (*total*). A broken layer has a large local error; the layers
+after it keep a local error at the rounding floor while their total error is large.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+import numba_demucs
+from numba_demucs import trace
+
+from .reference import leading_squeezed
+
+
+def _key(name, context):
+    return name, tuple(sorted(context.items()))
+
+
+def _relative_l2(reference, ours):
+    reference = np.asarray(reference, dtype=np.float64)
+    denominator = np.linalg.norm(reference)
+    error = np.linalg.norm(reference - np.asarray(ours, dtype=np.float64).reshape(reference.shape))
+    return float(error / denominator) if denominator > 0 else float(error)
+
+
+def run_ours(model, mix, segment_only, substitute=None):
+    """Our trace ``[(name, context, tensor)]``; ``substitute`` maps (name, context) to tensors."""
+    def replace(name, context, array):
+        if substitute is None:
+            return None
+        reference = substitute.get(_key(name, context))
+        if reference is None or reference.size != array.size:
+            return None
+        return np.ascontiguousarray(reference.reshape(array.shape), dtype=array.dtype)
+
+    batch = np.asarray(mix, dtype=model.dtype)[None]
+    with trace.capture(replace=replace) as records:
+        if segment_only:
+            model(batch)
+        else:
+            numba_demucs.apply_model(model, batch, shifts=0)
+    return [(name, context, leading_squeezed(array)) for name, context, array in records]
+
+
+def isolate(reference_points, model, mix, segment_only=False):
+    """Per point ``{name, context, total, local}`` relative L2 errors against the reference.
+
+    ``reference_points`` is ``[(name, context, tensor)]`` from the PyTorch side on ``mix``.
+    """
+    lookup = {_key(name, context): tensor for name, context, tensor in reference_points}
+    normal = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only)}
+    isolated = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only, lookup)}
+    rows = []
+    for name, context, tensor in reference_points:
+        key = _key(name, context)
+        if key not in normal or key not in isolated:
+            continue
+        rows.append({"name": name, "context": context,
+                     "total": _relative_l2(tensor, normal[key]),
+                     "local": _relative_l2(tensor, isolated[key])})
+    return rows
