@@ -58,6 +58,11 @@ def register(subparsers) -> None:
     _diff_arguments(diff)
     diff.set_defaults(func=run_diff)
 
+    show = commands.add_parser("print", help="print a dump's records as demucs.cpp prints tensors")
+    show.add_argument("dump", type=Path)
+    show.add_argument("--name", help="only points whose name starts with this")
+    show.set_defaults(func=run_print)
+
     parity = commands.add_parser("parity", help="trace both sides and diff them in one go")
     weights = parity.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", type=Path, help=".th or .safetensors model file")
@@ -65,6 +70,9 @@ def register(subparsers) -> None:
                          choices=["htdemucs", "htdemucs_6s", "defaults"],
                          help="official architecture for random weights (default: htdemucs)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parity.add_argument("--floor", action="store_true",
+                        help="with --plot: also run the reference in float64 and draw the float32 "
+                             "rounding floor (PyTorch float32 against PyTorch float64) per point")
     parity.add_argument("--isolate", action="store_true",
                         help="also run each of our layers on the reference's input and report "
                              "local (own) versus total (inherited) error; use with --segment-only "
@@ -126,7 +134,7 @@ def run_dump(args) -> int:
     return 0
 
 
-def _report(reference_dump, ours_dump, args, console):
+def _report(reference_dump, ours_dump, args, console, floor=None):
     from .diff import diff_dumps, plot, render_table
 
     result = diff_dumps(reference_dump, ours_dump, rtol=args.rtol, atol=args.atol)
@@ -134,13 +142,24 @@ def _report(reference_dump, ours_dump, args, console):
     if args.json_path is not None:
         args.json_path.write_text(result.to_json())
     if args.plot is not None:
-        plot(result, args.plot)
+        plot(result, args.plot, floor=floor)
     if result.first_divergence is None:
         console.print(f"[green]no divergence[/] over {len(result.points)} points")
     else:
         console.print(f"[red]first divergence: {result.first_divergence}[/] "
                       f"{result.first_divergence_context or ''}")
     return result
+
+
+def run_print(args) -> int:
+    from .dumpfile import read_dump
+    from .printer import print_demucs_cpp
+
+    with read_dump(args.dump) as dump:
+        for record in dump.records:
+            if args.name is None or record["name"].startswith(args.name):
+                print_demucs_cpp(record)
+    return 0
 
 
 def run_diff(args) -> int:
@@ -180,9 +199,12 @@ def run_parity(args) -> int:
             write_dump(folder / f"{side}.jsonl", header, records)
             if keep:
                 reference_points = [(r["name"], r["context"], t) for r, t in zip(records, tensors)]
+        floor = None
+        if args.floor and args.dtype == "float32":
+            floor = _rounding_floor(checkpoint, mix, args, folder)
         with read_dump(folder / "reference.jsonl") as reference_dump, \
                 read_dump(folder / "ours.jsonl") as ours_dump:
-            result = _report(reference_dump, ours_dump, args, console)
+            result = _report(reference_dump, ours_dump, args, console, floor)
             sources = reference_dump.header["model"].split("[")[1].rstrip("]").split(",")
         if args.isolate:
             _print_isolation(console, reference_points, checkpoint, args, mix,
@@ -234,3 +256,17 @@ def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
     console.print(f"largest local error: {worst['name']} {worst['context'] or ''} "
                   f"({worst['local']:.2e}); largest total: "
                   f"{max(row['total'] for row in rows):.2e}")
+
+
+def _rounding_floor(checkpoint, mix, args, folder):
+    """PyTorch float32 against PyTorch float64 at every point: what float32 rounding alone costs."""
+    from types import SimpleNamespace
+
+    from .diff import diff_dumps
+    from .dumpfile import read_dump, write_dump
+
+    wide = SimpleNamespace(**{**vars(args), "dtype": "float64"})
+    header, records, _, _ = _collect("reference", checkpoint, mix, wide, False)
+    path = write_dump(folder / "reference64.jsonl", header, records)
+    with read_dump(path) as exact, read_dump(folder / "reference.jsonl") as rounded:
+        return diff_dumps(exact, rounded)
