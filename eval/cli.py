@@ -1,7 +1,6 @@
 """`numba-demucs eval musdb|bsseval|report`: scoring separations the way museval does."""
 from __future__ import annotations
 
-import argparse
 import math
 import os
 from pathlib import Path
@@ -192,22 +191,10 @@ def _print_aggregate(methods, per_track=True) -> None:
 
 
 def main(argv=None) -> int:
-    """Run the eval subcommands alone (the package CLI normally dispatches here)."""
-    import sys
+    """``numba-demucs`` with ``argv`` (``["eval", ...]``): the package CLI, errors handled there."""
+    from numba_demucs.cli import main as package_main
 
-    from numba_demucs.errors import NumbaDemucsError
-
-    parser = argparse.ArgumentParser(prog="numba-demucs")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    try:
-        return int(args.func(args) or 0)
-    except NumbaDemucsError as error:
-        print(f"numba-demucs: error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("numba-demucs: interrupted", file=sys.stderr)
-        return 130
+    return package_main(argv)
 
 
 if __name__ == "__main__":
