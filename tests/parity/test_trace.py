@@ -75,3 +75,28 @@ def test_tracing_changes_nothing_and_tags_segments(tmp_path):
     segments = sorted({context["segment"] for _, context, _ in records})
     assert segments == [0, 1]
     assert all(set(context) == {"segment"} for _, context, _ in records)
+
+
+def test_bag_points_carry_the_member_index(tmp_path):
+    from fractions import Fraction
+
+    from demucs.apply import BagOfModels as TorchBag
+
+    small = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), t_layers=2, bottom_channels=16)
+    paths = [reference.save_th(reference.build_model("htdemucs", seed=s, **small), tmp_path, f"ee{s}")
+             for s in (1, 2)]
+    weights = [[1.0, 0.0, 1.0, 1.0], [0.0, 1.0, 1.0, 0.0]]
+    mix = reference.music_like_signal(0.8, seed=2)
+    theirs = []
+    torch_bag = TorchBag([reference.load_reference(p) for p in paths], weights)
+    reference.run_reference(torch_bag, mix, lambda n, c, a: theirs.append((n, c, a)))
+    bag = numba_demucs.BagOfModels([numba_demucs.load_model(p) for p in paths], weights)
+    with trace.capture() as records:
+        numba_demucs.apply_model(bag, mix[None], shifts=0)
+    assert [(n, c) for n, c, _ in theirs] == [(n, c) for n, c, _ in records]
+    assert {c["model"] for _, c, _ in records} == {0, 1}
+    assert {c["segment"] for _, c, _ in records} == {0, 1, 2}  # 0.8 s in 0.5 s segments, stride 0.375 s
+    for (name, _, expected), (_, _, actual) in zip(theirs, records):
+        actual = reference.leading_squeezed(actual)
+        error = np.linalg.norm(actual.astype(np.float64) - expected) / np.linalg.norm(expected)
+        assert error < 2e-5, name
