@@ -27,17 +27,21 @@ def gelu(x):
 
 
 @kernel
+def _logistic(v):
+    # two branches so that exp never overflows
+    if v >= 0:
+        return 1.0 / (1.0 + math.exp(-v))
+    e = math.exp(v)
+    return e / (1.0 + e)
+
+
+@kernel
 def sigmoid(x):
     """Logistic function, any shape, returns a new array."""
     flat = x.ravel()
     out = np.empty_like(flat)
     for i in range(flat.size):
-        v = float(flat[i])
-        if v >= 0:
-            out[i] = 1.0 / (1.0 + math.exp(-v))
-        else:
-            e = math.exp(v)
-            out[i] = e / (1.0 + e)
+        out[i] = _logistic(float(flat[i]))
     return out.reshape(x.shape)
 
 
@@ -50,13 +54,7 @@ def glu(x):
     for b in range(batch):
         for c in range(half):
             for i in range(n):
-                gate = float(x[b, half + c, i])
-                if gate >= 0:
-                    s = 1.0 / (1.0 + math.exp(-gate))
-                else:
-                    e = math.exp(gate)
-                    s = e / (1.0 + e)
-                out[b, c, i] = float(x[b, c, i]) * s
+                out[b, c, i] = float(x[b, c, i]) * _logistic(float(x[b, half + c, i]))
     return out
 
 
