@@ -3,7 +3,8 @@
 Each scorer runs in its own subprocess so that its peak resident memory
 (``resource.getrusage(...).ru_maxrss``) is its own. The data are 4 stereo sources of
 music-like tones plus noise, with estimates that are filtered, leaked and noisy versions
-of them, generated from a fixed seed as float32 (what an audio file decodes to). museval
+of them, generated once from a fixed seed as float32 (what an audio file decodes to) and
+loaded from a file by each worker. museval
 receives the float64 copy that ``soundfile.read`` would give it; ours is run on float32
 (what our runner passes) and on float64.
 
@@ -49,8 +50,11 @@ def make_signals(seconds: float, seed: int = 0):
     return refs, ests
 
 
-def worker(scorer: str, seconds: float, dtype: str, out_path: str) -> None:
-    refs, ests = make_signals(seconds)
+def worker(scorer: str, signals_path: str, dtype: str, out_path: str) -> None:
+    # Signals come from a file, as decoded audio would: generating them here would add the
+    # generator's float64 temporaries to the peak memory of whichever scorer runs.
+    with np.load(signals_path) as stored:
+        refs, ests = stored["refs"], stored["ests"]
     if scorer == "museval":
         import museval
 
@@ -73,7 +77,11 @@ def worker(scorer: str, seconds: float, dtype: str, out_path: str) -> None:
 
 def run(scorer, seconds, dtype, scratch):
     out_path = os.path.join(scratch, f"{scorer}-{dtype}-{seconds}.json")
-    subprocess.run([sys.executable, __file__, "--worker", scorer, "--seconds", str(seconds),
+    signals_path = os.path.join(scratch, f"signals-{seconds}.npz")
+    if not os.path.exists(signals_path):
+        refs, ests = make_signals(seconds)
+        np.savez(signals_path, refs=refs, ests=ests)
+    subprocess.run([sys.executable, __file__, "--worker", scorer, "--signals", signals_path,
                     "--dtype", dtype, "--out", out_path], check=True)
     with open(out_path) as handle:
         record = json.load(handle)
@@ -85,11 +93,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, nargs="+", default=[60.0, 240.0])
     parser.add_argument("--worker", choices=["ours", "museval"])
+    parser.add_argument("--signals", help="(worker) .npz with refs and ests")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.seconds[0], args.dtype, args.out)
+        worker(args.worker, args.signals, args.dtype, args.out)
         return
     print(f"{'track':>7} {'scorer':>16} {'time s':>8} {'peak RSS MiB':>13} "
           f"{'speed-up':>9} {'RSS ratio':>9} {'max |dSDR| dB':>14} {'max |dSIR| dB':>14}")
