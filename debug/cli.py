@@ -138,7 +138,8 @@ def _report(reference_dump, ours_dump, args, console, floor=None):
     from .diff import diff_dumps, plot, render_table
 
     result = diff_dumps(reference_dump, ours_dump, rtol=args.rtol, atol=args.atol)
-    render_table(result, console, only_diverged=not args.all)
+    if args.all or not result.ok or result.only_reference or result.only_ours:
+        render_table(result, console, only_diverged=not args.all)
     if args.json_path is not None:
         args.json_path.write_text(result.to_json())
     if args.plot is not None:
