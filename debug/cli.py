@@ -178,6 +178,7 @@ def run_parity(args) -> int:
     from rich.table import Table
 
     from .dumpfile import read_dump, write_dump
+    from .stats import snr_db
 
     console = Console()
     mix = _mix(args)
@@ -214,8 +215,7 @@ def run_parity(args) -> int:
     expected = outputs["reference"].astype(np.float64)
     seconds = expected.shape[-1] / 44100
     error = expected - outputs["ours"]
-    with np.errstate(divide="ignore"):
-        snr = 10 * np.log10((expected ** 2).sum(axis=(1, 2)) / (error ** 2).sum(axis=(1, 2)))
+    snr = snr_db(expected, outputs["ours"])
     threshold = END_TO_END_THRESHOLD_DB[args.dtype]
     table = Table(title=f"end-to-end, {args.dtype}, {seconds:.1f} s")
     table.add_column("source")

@@ -185,8 +185,6 @@ class ReferenceTracer:
     """
 
     def __init__(self, model, sink):
-        from torch import nn
-
         self.sink = sink
         self.context = {}
         self._handles = []
@@ -194,7 +192,6 @@ class ReferenceTracer:
         models = list(model.models) if hasattr(model, "models") else [model]
         for index, member in enumerate(models):
             self._instrument(member, index if len(models) > 1 else None)
-        self._nn = nn
 
     def _emit(self, name, tensor):
         self.sink(name, dict(self.context), leading_squeezed(tensor.detach().cpu().numpy()))

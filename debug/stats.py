@@ -89,3 +89,12 @@ def tensor_stats(name: str, array, context: dict | None = None, index: int | Non
         argmax_index=[int(i) for i in np.unravel_index(argmax, a.shape)],
     )
     return record
+
+
+def snr_db(reference, estimate):
+    """Per-source SNR in dB, ``10 log10(sum ref^2 / sum (ref - est)^2)`` over all but axis 0."""
+    reference = np.asarray(reference, dtype=np.float64)
+    error = reference - np.asarray(estimate, dtype=np.float64)
+    axes = tuple(range(1, reference.ndim))
+    with np.errstate(divide="ignore"):
+        return 10 * np.log10((reference ** 2).sum(axis=axes) / (error ** 2).sum(axis=axes))
