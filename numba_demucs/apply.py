@@ -135,10 +135,11 @@ class _Runner:
         sin_shifts = [self._sin_shift() for _ in offsets]
         if self.dry_run:
             return None
-        context = trace.current_context()
+        state = trace.snapshot()
+        context = state[1]
 
         def run(index):
-            with trace.call_context(**context, segment=index):
+            with trace.carried(state), trace.call_context(segment=index):
                 result = self._forward(mix.sub(offsets[index], segment_length), sin_shifts[index])
             if self.callback is not None:
                 self.callback({**context, "segment_offset": offsets[index], "segments": len(offsets)})

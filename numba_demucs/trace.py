@@ -40,6 +40,27 @@ def current_context() -> dict:
 
 
 @contextlib.contextmanager
+def carried(state):
+    """Make a worker thread record where ``state`` (from ``snapshot()``) recorded.
+
+    Capture and call context are per thread; work handed to a pool carries them over so a
+    traced ``apply_model(jobs=N)`` records every segment.
+    """
+    sink, context = state
+    previous = (getattr(_state, "sink", None), getattr(_state, "context", {}))
+    _state.sink, _state.context = sink, dict(context)
+    try:
+        yield
+    finally:
+        _state.sink, _state.context = previous
+
+
+def snapshot():
+    """This thread's capture and call context, for ``carried`` in another thread."""
+    return _active(), current_context()
+
+
+@contextlib.contextmanager
 def call_context(**indices):
     """Attach call indices (``segment=3``, ``shift=0``, ``model=1``) to the records made inside."""
     previous = getattr(_state, "context", {})

@@ -75,6 +75,11 @@ def test_tracing_changes_nothing_and_tags_segments(tmp_path):
     segments = sorted({context["segment"] for _, context, _ in records})
     assert segments == [0, 1]
     assert all(set(context) == {"segment"} for _, context, _ in records)
+    # segments run in threads record the same points
+    with trace.capture() as threaded:
+        numba_demucs.apply_model(ours, mix, shifts=0, jobs=2)
+    assert sorted((n, c["segment"]) for n, c, _ in threaded) == \
+        sorted((n, c["segment"]) for n, c, _ in records)
 
 
 def test_bag_points_carry_the_member_index(tmp_path):
