@@ -3,6 +3,7 @@
     >>> import numba_demucs
     >>> model = numba_demucs.load_model("955717e8-8726e21a.th")
     >>> stems = numba_demucs.apply_model(model, mix)   # (batch, sources, channels, samples)
+    >>> numba_demucs.separate_file("song.flac", model="htdemucs")   # separated/htdemucs/song/*.wav
 
 Nothing here imports torch.
 """
@@ -18,11 +19,12 @@ from .errors import (AudioError, CheckpointError, EvaluationError, NumbaDemucsEr
                      UnsafeCheckpointError, UnsupportedModelError)
 from .models.bag import BagOfModels
 from .models.htdemucs import HTDemucs
+from .separator import Separator, separate_file
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "apply_model", "load_model", "HTDemucs", "BagOfModels", "NumbaDemucsError",
+    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "BagOfModels", "NumbaDemucsError",
     "CheckpointError", "UnsafeCheckpointError", "UnsupportedModelError", "AudioError",
     "EvaluationError",
 ]

@@ -146,8 +146,12 @@ class _Runner:
             return result
 
         if self.jobs > 1:
-            with ThreadPoolExecutor(self.jobs) as pool:
+            pool = ThreadPoolExecutor(self.jobs)
+            try:
                 results = list(pool.map(run, range(len(offsets))))
+            finally:
+                # On Ctrl-C or an error, drop the queued segments instead of running them all.
+                pool.shutdown(wait=True, cancel_futures=True)
         else:
             results = [run(i) for i in range(len(offsets))]
 

@@ -18,9 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", required=True)
 
+    from . import separate_command
     from .debug import cli as debug_cli
     from .eval import cli as eval_cli
 
+    separate_command.register(subparsers)
     debug_cli.register(subparsers)
     eval_cli.register(subparsers)
     return parser

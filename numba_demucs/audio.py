@@ -1,0 +1,283 @@
+"""Audio in and out: read any format libsndfile reads, match the model's channels and rate,
+write stems atomically.
+
+Reading goes through soundfile (libsndfile: wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
+mp3 is decoded gapless: libsndfile drops the encoder delay that the LAME header
+declares, so a decoded mp3 lines up with the audio that was encoded. (demucs 4.1 reads
+through sphn, which keeps the delay, so its stems of an mp3 come out 1105 samples late.)
+
+Resampling defaults to the windowed-sinc resampler demucs uses (``julius.resample_frac``:
+a Hann-windowed sinc with 24 zero crossings, cut-off at 0.945 of the lower Nyquist
+frequency), computed in float32 the same way, so a 48 kHz file reaches the model with
+the samples demucs would give it. ``resampler="soxr"`` uses libsoxr's very-high-quality
+mode instead.
+
+Writing: 16-bit and 24-bit integers are produced exactly as demucs produces them
+(clamp to [-1, 1], scale by 2**15 - 1 or 2**23 - 1, truncate toward zero), float32 as is;
+mp3 goes through LAME (lameenc, as demucs). Every file is written under a temporary name
+in the destination folder and renamed when complete.
+"""
+from __future__ import annotations
+
+import dataclasses
+import errno
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from .errors import AudioError
+
+OUTPUT_FORMATS = ("wav", "flac", "mp3")
+RESAMPLERS = ("sinc", "soxr")
+# Extensions picked up when a folder is given as a track: what libsndfile reads.
+AUDIO_EXTENSIONS = frozenset({
+    ".wav", ".wave", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+    ".au", ".caf", ".w64", ".rf64"})
+# Beyond this, sinc tables (one row per output phase) grow too large; such pairs of
+# rates (e.g. 44100 and 44101 Hz) go through soxr, which handles any ratio.
+_MAX_SINC_PHASES = 2000
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioInfo:
+    path: Path
+    samplerate: int
+    channels: int
+    frames: int
+    format: str
+
+
+def _open_error(path, error) -> AudioError:
+    if not os.path.exists(path):
+        return AudioError(f"{path}: no such file")
+    if os.path.isdir(path):
+        return AudioError(f"{path}: is a folder, not an audio file")
+    if not os.access(path, os.R_OK):
+        return AudioError(f"{path}: permission denied")
+    detail = str(error).split(":")[-1].strip() or "unknown format"
+    return AudioError(f"{path}: not an audio file that libsndfile can read ({detail})")
+
+
+def info(path) -> AudioInfo:
+    """Sample rate, channels and length of ``path``, with errors naming the file."""
+    path = Path(path)
+    try:
+        details = soundfile.info(str(path))
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise _open_error(path, error) from None
+    return AudioInfo(path, int(details.samplerate), int(details.channels),
+                     int(details.frames), details.format)
+
+
+def read(path) -> tuple[np.ndarray, int]:
+    """``(channels, samples)`` float32 and the sample rate of ``path``.
+
+    Refuses empty files and files holding NaN or infinite samples (float wav can).
+    """
+    path = Path(path)
+    try:
+        data, samplerate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
+        raise _open_error(path, error) from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds no samples")
+    if not np.isfinite(data).all():
+        bad = int(np.count_nonzero(~np.isfinite(data)))
+        raise AudioError(f"{path}: {bad} samples are NaN or infinite")
+    return np.ascontiguousarray(data.T), int(samplerate)
+
+
+def to_channels(wav: np.ndarray, channels: int) -> np.ndarray:
+    """demucs' channel rules: mono is duplicated, extra channels are dropped (first kept)."""
+    have = wav.shape[0]
+    if have == channels:
+        return wav
+    if channels == 1:
+        return wav.mean(axis=0, keepdims=True)
+    if have == 1:
+        return np.repeat(wav, channels, axis=0)
+    if have > channels:
+        return wav[:channels]
+    raise AudioError(f"cannot make {channels} channels out of {have}")
+
+
+# --------------------------------------------------------------------------- resampling
+
+def _reduced(old_rate: int, new_rate: int) -> tuple[int, int]:
+    gcd = math.gcd(old_rate, new_rate)
+    return old_rate // gcd, new_rate // gcd
+
+
+def sinc_kernels(old: int, new: int, zeros: int = 24, rolloff: float = 0.945):
+    """``(new, taps)`` float32 filters for the reduced ratio ``old -> new``, and the padding.
+
+    Row ``i`` produces output phase ``i``; the arithmetic is float32 in julius' order.
+    """
+    cutoff = min(old, new) * rolloff
+    width = math.ceil(zeros * old / cutoff)
+    index = np.arange(-width, width + old, dtype=np.float32)
+    kernels = np.empty((new, index.size), dtype=np.float32)
+    pi, zeros32 = np.float32(math.pi), np.float32(zeros)
+    for phase in range(new):
+        t = (np.float32(-phase / new) + index / np.float32(old)) * np.float32(cutoff)
+        t = np.clip(t, -zeros32, zeros32) * pi
+        window = np.cos(t / zeros32 / np.float32(2)) ** 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sinc = np.where(t == 0, np.float32(1), np.sin(t) / t).astype(np.float32)
+        kernel = sinc * window
+        kernels[phase] = kernel / kernel.sum(dtype=np.float32)
+    return kernels, width
+
+
+def _sinc_resample(wav, old_rate, new_rate, block_frames=8192):
+    old, new = _reduced(old_rate, new_rate)
+    kernels, width = sinc_kernels(old, new)
+    channels, length = wav.shape
+    padded = np.concatenate([np.repeat(wav[:, :1], width, axis=1), wav,
+                             np.repeat(wav[:, -1:], width + old, axis=1)], axis=1)
+    taps = kernels.shape[1]
+    frames = (padded.shape[1] - taps) // old + 1
+    out_length = (new * length) // old
+    out = np.empty((channels, frames * new), dtype=np.float32)
+    for channel in range(channels):
+        row = np.ascontiguousarray(padded[channel])
+        windows = np.lib.stride_tricks.as_strided(
+            row, (frames, taps), (old * row.itemsize, row.itemsize), writeable=False)
+        for start in range(0, frames, block_frames):
+            block = np.ascontiguousarray(windows[start:start + block_frames])
+            out[channel, start * new:(start + block.shape[0]) * new] = (block @ kernels.T).ravel()
+    return out[:, :out_length]
+
+
+def resample(wav: np.ndarray, old_rate: int, new_rate: int, method: str = "sinc") -> np.ndarray:
+    """``(channels, samples)`` float32 from ``old_rate`` to ``new_rate``.
+
+    The output has ``floor(samples * new_rate / old_rate)`` samples, as demucs' resampler.
+    """
+    if old_rate == new_rate:
+        return wav
+    if method not in RESAMPLERS:
+        raise AudioError(f"unknown resampler {method!r}; choose one of {', '.join(RESAMPLERS)}")
+    old, new = _reduced(old_rate, new_rate)
+    wav = np.ascontiguousarray(wav, dtype=np.float32)
+    if method == "sinc" and max(old, new) <= _MAX_SINC_PHASES:
+        return _sinc_resample(wav, old_rate, new_rate)
+    import soxr
+
+    out = soxr.resample(wav.T, old_rate, new_rate, quality="VHQ").T
+    return fit_length(np.ascontiguousarray(out, dtype=np.float32), (new * wav.shape[1]) // old)
+
+
+def fit_length(wav: np.ndarray, length: int) -> np.ndarray:
+    """Trim or zero-pad the last axis to ``length``."""
+    if wav.shape[-1] >= length:
+        return wav[..., :length]
+    pad = [(0, 0)] * (wav.ndim - 1) + [(0, length - wav.shape[-1])]
+    return np.pad(wav, pad)
+
+
+# --------------------------------------------------------------------------- writing
+
+def prevent_clip(wav: np.ndarray, mode: str = "rescale") -> np.ndarray:
+    """demucs' clipping strategies: rescale the whole stem, clamp at ±0.99, or nothing."""
+    if mode in (None, "none"):
+        return wav
+    if mode == "rescale":
+        peak = float(np.abs(wav).max()) if wav.size else 0.0
+        return wav / np.float32(max(1.01 * peak, 1.0))
+    if mode == "clamp":
+        return np.clip(wav, -0.99, 0.99)
+    raise AudioError(f"unknown clip mode {mode!r}; choose rescale, clamp or none")
+
+
+def _as_pcm(wav: np.ndarray, bits: int) -> np.ndarray:
+    """Integers as demucs makes them: clamp, scale by 2**(bits-1) - 1, truncate toward zero."""
+    clamped = np.clip(wav, -1.0, 1.0)
+    if bits == 16:
+        return (clamped * np.float32(2 ** 15 - 1)).astype(np.int16)
+    # soundfile takes the top 24 bits of int32 samples for PCM_24.
+    return (clamped * np.float32(2 ** 23 - 1)).astype(np.int32) << 8
+
+
+def _encode_mp3(pcm16: np.ndarray, samplerate: int, bitrate: int, preset: int) -> bytes:
+    import lameenc
+
+    encoder = lameenc.Encoder()
+    encoder.set_bit_rate(bitrate)
+    encoder.set_in_sample_rate(samplerate)
+    encoder.set_channels(pcm16.shape[0])
+    encoder.set_quality(preset)
+    encoder.silence()
+    data = encoder.encode(np.ascontiguousarray(pcm16.T).tobytes())
+    return bytes(data + encoder.flush())
+
+
+def _temporary_name(path: Path) -> Path:
+    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
+                                    dir=path.parent)
+    os.close(handle)
+    return Path(name)
+
+
+def _write_error(path: Path, error: BaseException) -> AudioError:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return AudioError(f"{path}: could not write the file: {os.strerror(error.errno)}")
+    return AudioError(f"{path}: could not write the file ({error})")
+
+
+def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: bool = False,
+          bitrate: int = 320, preset: int = 2) -> Path:
+    """Write ``(channels, samples)`` to ``path`` (format from its extension), atomically.
+
+    Clipping is the caller's business (see ``prevent_clip``), as in demucs' ``save_audio``.
+    """
+    path = Path(path)
+    extension = path.suffix.lower().lstrip(".")
+    if extension not in OUTPUT_FORMATS:
+        raise AudioError(f"{path}: cannot write .{extension} files; use wav, flac or mp3")
+    if bits not in (16, 24):
+        raise AudioError(f"{path}: bits must be 16 or 24, got {bits}")
+    if as_float and extension != "wav":
+        raise AudioError(f"{path}: float32 samples can only be written to wav")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = _temporary_name(path)
+    except OSError as error:
+        raise AudioError(f"{path.parent}: cannot create files in this folder "
+                         f"({os.strerror(error.errno) if error.errno else error})") from None
+    try:
+        if extension == "mp3":
+            temporary.write_bytes(_encode_mp3(_as_pcm(wav, 16), samplerate, bitrate, preset))
+        else:
+            if as_float:
+                data, subtype = np.clip(wav, -1.0, 1.0).astype(np.float32), "FLOAT"
+            else:
+                data, subtype = _as_pcm(wav, bits), f"PCM_{bits}"
+            soundfile.write(str(temporary), data.T, samplerate, subtype=subtype,
+                            format=extension.upper())
+        os.replace(temporary, path)
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)
+        if isinstance(error, (OSError, RuntimeError, soundfile.LibsndfileError)):
+            raise _write_error(path, error) from None
+        raise
+    return path
+
+
+def find_tracks(arguments) -> list[Path]:
+    """The files named, and the audio files (by extension) found under folders named."""
+    tracks = []
+    for argument in arguments:
+        argument = Path(argument)
+        if argument.is_dir():
+            found = sorted(p for p in argument.rglob("*")
+                           if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
+                           and not p.name.startswith("."))
+            tracks.extend(found)
+        else:
+            tracks.append(argument)
+    return tracks

@@ -1,0 +1,204 @@
+"""`numba-demucs separate`: demucs' `separate` command line on the Numba model.
+
+The flags, defaults and output layout are demucs 4.1's (`demucs/separate.py`); the
+additions are `--checkpoint`, `--seed`, `--sample-rate`, `--resampler` and `-q`. A track
+that cannot be read or written is reported on one line and the batch goes on; the exit
+code is 2 when any track failed.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from .errors import NumbaDemucsError
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "separate", help="separate tracks into stems (demucs' `separate`, without torch)",
+        description="Separate the sources of the given tracks, as `demucs` does: stems go to "
+                    "OUT/MODEL/TRACK/STEM.EXT. Folders are searched for audio files.")
+    parser.add_argument("tracks", nargs="*", type=Path, help="audio files or folders")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("-n", "--name", default=None,
+                       help="pretrained model name or signature (default: htdemucs)")
+    model.add_argument("--checkpoint", type=Path,
+                       help="a single model file (.th, .safetensors) or a bag .yaml")
+    parser.add_argument("--repo", type=Path,
+                        help="folder of models (.th / .safetensors) and bag yamls to take "
+                             "-n NAME from, instead of downloading")
+    parser.add_argument("--list-models", action="store_true",
+                        help="list the models of the remote (or of --repo) and exit")
+    parser.add_argument("-o", "--out", type=Path, default=Path("separated"),
+                        help="output folder; a subfolder named after the model is made in it")
+    parser.add_argument("--filename", default="{track}/{stem}.{ext}",
+                        help='name of each output file under OUT/MODEL, with the fields '
+                             '{track}, {trackext}, {stem}, {ext} (default "{track}/{stem}.{ext}")')
+    parser.add_argument("--shifts", type=int, default=1,
+                        help="random shifts averaged (equivariant stabilisation), default 1")
+    parser.add_argument("--overlap", type=float, default=0.25, help="overlap between segments")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--no-split", action="store_false", dest="split",
+                       help="run the whole track at once (memory grows with its length)")
+    split.add_argument("--segment", type=float,
+                       help="segment length in seconds (at most the model's)")
+    parser.add_argument("--two-stems", dest="stem", metavar="STEM",
+                        help="write only STEM and its complement")
+    parser.add_argument("--other-method", choices=["none", "add", "minus"], default="add",
+                        help='complement of --two-stems: "add" sums the other stems '
+                             '(no_STEM), "minus" is the mix minus STEM (minus_STEM), '
+                             '"none" writes none')
+    depth = parser.add_mutually_exclusive_group()
+    depth.add_argument("--int24", action="store_true", help="24-bit wav/flac output")
+    depth.add_argument("--float32", action="store_true", help="float32 wav output")
+    parser.add_argument("--clip-mode", choices=["rescale", "clamp", "none"], default="rescale",
+                        help="avoid clipping by rescaling a stem (default) or clamping it")
+    container = parser.add_mutually_exclusive_group()
+    container.add_argument("--flac", action="store_true", help="write flac")
+    container.add_argument("--mp3", action="store_true", help="write mp3")
+    parser.add_argument("--mp3-bitrate", type=int, default=320, help="mp3 bitrate (kbit/s)")
+    parser.add_argument("--mp3-preset", type=int, choices=range(2, 8), default=2,
+                        help="LAME quality preset, 2 best to 7 fastest")
+    parser.add_argument("-j", "--jobs", type=int, default=0,
+                        help="segments separated at once in threads (default 0: one per core)")
+    parser.add_argument("--seed", type=int,
+                        help="seed for the random shifts (the offsets demucs draws after "
+                             "random.seed(SEED))")
+    parser.add_argument("--sample-rate", type=int, dest="samplerate",
+                        help="sample rate of the stems (default: the input's)")
+    parser.add_argument("--resampler", choices=["sinc", "soxr"], default="sinc",
+                        help="sinc: demucs' resampler, same samples as demucs (default); "
+                             "soxr: libsoxr very high quality")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    parser.set_defaults(func=run)
+
+
+def _list_models(repo) -> int:
+    from . import pretrained
+
+    for name, description in pretrained.list_models(repo).items():
+        print(f"{name:24s} {description}")
+    return 0
+
+
+class _Progress:
+    """A rich bar per track on a terminal, plain lines otherwise, nothing when quiet."""
+
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.live = not quiet and sys.stdout.isatty()
+        self._bar = None
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            if self._bar is not None:
+                self._bar.console.print(message, markup=False, highlight=False)
+            else:
+                print(message, flush=True)
+
+    def track(self, label: str, passes: int):
+        return _TrackProgress(self, label, passes)
+
+
+class _TrackProgress:
+    def __init__(self, owner: _Progress, label: str, passes: int):
+        self.owner = owner
+        self.label = label
+        self.passes = passes
+        self.done_passes = 0
+        self.finished = 0
+        self.last_fraction = -1.0
+        self.last_line = 0.0
+
+    def __enter__(self):
+        if self.owner.live:
+            from rich.progress import (BarColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                                TextColumn("{task.fields[segments]}"), TimeElapsedColumn(),
+                                TimeRemainingColumn(), transient=False)
+            self.bar.start()
+            self.owner._bar = self.bar
+            self.task = self.bar.add_task(self.label, total=float(self.passes), segments="")
+        return self
+
+    def __exit__(self, *exc):
+        if self.owner.live:
+            self.bar.stop()
+            self.owner._bar = None
+        return False
+
+    def __call__(self, event: dict) -> None:
+        segments = event["segments"]
+        # Segments of a pass may finish out of order in threads: count the finished ones.
+        self.finished += 1
+        if self.finished == segments:
+            self.done_passes, self.finished = self.done_passes + 1, 0
+        fraction = (self.done_passes + self.finished / segments) / self.passes
+        text = (f"pass {min(self.done_passes + 1, self.passes)}/{self.passes} "
+                f"segment {self.finished or segments}/{segments}")
+        if self.owner.live:
+            self.bar.update(self.task, completed=fraction * self.passes, segments=text)
+        elif not self.owner.quiet:
+            now = time.monotonic()
+            if fraction >= 1.0 or now - self.last_line >= 5.0:
+                self.last_line = now
+                print(f"{self.label}: {100 * fraction:5.1f}% ({text})", flush=True)
+
+
+def run(args) -> int:
+    from . import audio
+    from .separator import Separator, check_filename_template
+
+    if args.list_models:
+        return _list_models(args.repo)
+    if not args.tracks:
+        raise NumbaDemucsError("no tracks given (see numba-demucs separate --help)")
+    if args.shifts < 0:
+        raise NumbaDemucsError(f"--shifts must be >= 0, got {args.shifts}")
+    if not 0 <= args.overlap < 1:
+        raise NumbaDemucsError(f"--overlap must be in [0, 1), got {args.overlap}")
+    check_filename_template(args.filename)
+    progress = _Progress(args.quiet)
+    model = args.checkpoint if args.checkpoint is not None else (args.name or "htdemucs")
+    separator = Separator(model, args.repo, shifts=args.shifts, overlap=args.overlap,
+                          split=args.split, segment=args.segment, jobs=args.jobs,
+                          seed=args.seed, resampler=args.resampler,
+                          progress=not args.quiet)
+    if args.stem is not None and args.stem not in separator.sources:
+        raise NumbaDemucsError(f"--two-stems {args.stem}: model {separator.name} has no such "
+                               f"stem; choose one of {', '.join(separator.sources)}")
+    output_format = "mp3" if args.mp3 else "flac" if args.flac else "wav"
+    if args.float32 and output_format != "wav":
+        raise NumbaDemucsError("--float32 applies to wav output only")
+    folder = args.out / separator.name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise NumbaDemucsError(f"{folder}: cannot create the output folder "
+                               f"({error.strerror or error})") from None
+    tracks = audio.find_tracks(args.tracks)
+    progress.say(f"Separated tracks will be stored in {folder.resolve()}")
+    failed = []
+    for track in tracks:
+        try:
+            details = audio.info(track)
+            if details.channels > separator.audio_channels:
+                progress.say(f"{track}: {details.channels} channels; as demucs does, only the "
+                             f"first {separator.audio_channels} are separated")
+            with progress.track(f"{track.name} ({separator.name})", separator.passes) as bar:
+                separator.separate_file(
+                    track, args.out, filename=args.filename, two_stems=args.stem,
+                    other_method=args.other_method, format=output_format,
+                    bits=24 if args.int24 else 16, as_float=args.float32,
+                    bitrate=args.mp3_bitrate, preset=args.mp3_preset,
+                    clip_mode=args.clip_mode, samplerate=args.samplerate, callback=bar)
+        except NumbaDemucsError as error:
+            print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)
+            failed.append(track)
+    if len(tracks) > 1 or failed:
+        progress.say(f"{len(tracks) - len(failed)} of {len(tracks)} tracks separated"
+                     + (f"; failed: {', '.join(str(t) for t in failed)}" if failed else ""))
+    return 2 if failed else 0

@@ -1,0 +1,227 @@
+"""Separate arrays and files: demucs' ``Separator`` and ``separate`` on the Numba model.
+
+    >>> from numba_demucs import Separator
+    >>> separator = Separator("htdemucs")              # or a .th / .safetensors / .yaml path
+    >>> stems = separator.separate_array(mix, 48000)   # {"drums": (channels, samples), ...}
+    >>> paths = separator.separate_file("song.flac", out="separated")
+
+What happens to a mix is what demucs 4.1's ``Separator.separate_tensor`` does: channels
+made to the model's (mono duplicated, extra channels dropped), resampled to the model's
+rate, normalised by the mean and standard deviation of its mono downmix, separated with
+``apply_model``, and the normalisation undone. Then, unlike demucs, the stems go back to the
+input's layout: its channel count (a mono mix gives mono stems) and its sample rate
+(unless ``samplerate`` asks for another), with the input's exact length.
+"""
+from __future__ import annotations
+
+import os
+import re
+import string
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import audio
+from .apply import apply_model
+from .errors import AudioError, NumbaDemucsError
+from .models.bag import BagOfModels
+
+_SIGNED_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}")
+_TEMPLATE_FIELDS = {"track", "trackext", "stem", "ext"}
+
+
+def _load(model, repo, dtype, progress):
+    """A loaded model from a model object, a checkpoint path or a pretrained name."""
+    if hasattr(model, "sources") and hasattr(model, "samplerate"):
+        return model, getattr(model, "name", type(model).__name__)
+    text = str(model)
+    path = Path(text)
+    if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
+        from . import load_model
+
+        # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
+        name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
+        return load_model(path, dtype=dtype), name
+    from . import pretrained
+
+    return pretrained.get_model(text, repo=repo, dtype=dtype, progress=progress), text
+
+
+def check_filename_template(template: str) -> str:
+    """Refuse a ``--filename`` template with fields demucs does not define, before any work."""
+    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    unknown = fields - _TEMPLATE_FIELDS
+    if unknown:
+        raise NumbaDemucsError(
+            f"--filename {template!r}: unknown field(s) {', '.join(sorted(unknown))}; "
+            "use {track}, {trackext}, {stem} and {ext}")
+    return template
+
+
+class Separator:
+    """A model loaded once, with the separation options, for many arrays or files.
+
+    ``model``: a pretrained name (``htdemucs``, ``htdemucs_ft``, ``htdemucs_6s``, ... looked up
+    in ``repo`` when given, else downloaded once into the cache), a checkpoint path (``.th``,
+    ``.safetensors``, bag ``.yaml``) or an already loaded model. ``shifts``, ``overlap``,
+    ``split``, ``segment`` and ``seed`` mean what they mean for ``apply_model``; ``jobs`` is the
+    number of segments run at once in threads (0: one per core). ``callback`` receives one
+    dict per finished segment (``segment_offset``, ``segments``, and ``model``/``shift``
+    indices when they apply); raising ``KeyboardInterrupt`` from it stops the separation.
+    """
+
+    def __init__(self, model="htdemucs", repo=None, *, shifts: int = 1, overlap: float = 0.25,
+                 split: bool = True, segment: float | None = None, jobs: int = 0,
+                 seed: int | None = None, resampler: str = "sinc", progress: bool = False,
+                 callback: Callable[[dict], None] | None = None, dtype=np.float32):
+        self.model, self.name = _load(model, repo, dtype, progress)
+        if resampler not in audio.RESAMPLERS:
+            raise NumbaDemucsError(
+                f"unknown resampler {resampler!r}; choose one of {', '.join(audio.RESAMPLERS)}")
+        if segment is not None and segment > float(self.model.segment):
+            raise NumbaDemucsError(
+                f"--segment {segment} is longer than the {float(self.model.segment):.2f} s "
+                f"model {self.name} was trained on; a transformer model cannot run on longer "
+                "segments")
+        self.shifts = shifts
+        self.overlap = overlap
+        self.split = split
+        self.segment = segment
+        self.jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
+        self.seed = seed
+        self.resampler = resampler
+        self.callback = callback
+
+    @property
+    def samplerate(self) -> int:
+        return int(self.model.samplerate)
+
+    @property
+    def audio_channels(self) -> int:
+        return int(self.model.audio_channels)
+
+    @property
+    def sources(self) -> list[str]:
+        return list(self.model.sources)
+
+    @property
+    def passes(self) -> int:
+        """How many times the whole track goes through a model (progress reporting)."""
+        members = len(self.model.models) if isinstance(self.model, BagOfModels) else 1
+        return members * max(self.shifts, 1)
+
+    def separate_model_rate(self, wav: np.ndarray, callback=None) -> np.ndarray:
+        """``(sources, channels, samples)`` for a mix already at the model's rate and channels.
+
+        The normalisation is demucs': mean and (unbiased) standard deviation of the mono
+        downmix, plus 1e-8. A silent mix gives silent stems without running the model.
+        """
+        wav = np.ascontiguousarray(wav, dtype=np.float32)
+        if not wav.any():
+            return np.zeros((len(self.sources),) + wav.shape, dtype=np.float32)
+        downmix = wav.mean(axis=0, dtype=np.float64)
+        mean = np.float32(downmix.mean())
+        spread = downmix.std(ddof=1) if downmix.size > 1 else 0.0
+        # A constant (DC-only) mix has no spread to divide by; it is separated unscaled.
+        std = np.float32(spread) + np.float32(1e-8) if spread > 0 else np.float32(1.0)
+        out = apply_model(self.model, ((wav - mean) / std)[None], shifts=self.shifts,
+                          split=self.split, overlap=self.overlap, segment=self.segment,
+                          seed=self.seed, jobs=self.jobs,
+                          callback=callback or self.callback)
+        return out[0] * std + mean
+
+    def separate_array(self, mix: np.ndarray, samplerate: int | None = None, *,
+                       output_samplerate: int | None = None,
+                       callback=None) -> dict[str, np.ndarray]:
+        """Stems of ``mix (channels, samples)`` (or ``(samples,)``), shaped like the input.
+
+        ``samplerate`` is the mix's rate (the model's when omitted); the stems come back at
+        ``output_samplerate`` (the mix's when omitted) with the mix's channel count.
+        """
+        mix = np.asarray(mix, dtype=np.float32)
+        if mix.ndim == 1:
+            mix = mix[None]
+        if mix.ndim != 2:
+            raise AudioError(f"a mix is (channels, samples); got an array of shape {mix.shape}")
+        if mix.shape[1] == 0:
+            raise AudioError("the mix holds no samples")
+        if not np.isfinite(mix).all():
+            raise AudioError("the mix holds NaN or infinite samples")
+        stems = self._separate(mix, samplerate or self.samplerate, output_samplerate, callback)
+        return dict(zip(self.sources, stems))
+
+    def _separate(self, mix, rate, output_rate, callback):
+        output_rate = output_rate or rate
+        channels = mix.shape[0]
+        model_input = audio.resample(audio.to_channels(mix, self.audio_channels), rate,
+                                     self.samplerate, self.resampler)
+        stems = self.separate_model_rate(model_input, callback)
+        if channels != self.audio_channels:
+            stems = stems.mean(axis=1, keepdims=True) if channels == 1 else stems
+        stems = audio.resample(stems.reshape(-1, stems.shape[-1]), self.samplerate,
+                               output_rate, self.resampler).reshape(stems.shape[:2] + (-1,))
+        if output_rate == rate:
+            stems = audio.fit_length(stems, mix.shape[1])
+        return stems
+
+    def separate_file(self, path, out="separated", *, filename: str = "{track}/{stem}.{ext}",
+                      two_stems: str | None = None, other_method: str = "add",
+                      format: str = "wav", bits: int = 16, as_float: bool = False,
+                      bitrate: int = 320, preset: int = 2, clip_mode: str = "rescale",
+                      samplerate: int | None = None, callback=None) -> dict[str, Path]:
+        """Separate the audio file ``path`` and write its stems; returns ``{stem: path}``.
+
+        Files go to ``out/<model name>/<filename>`` as in demucs. ``two_stems="vocals"``
+        writes ``vocals`` and, with ``other_method="add"``, ``no_vocals`` (the sum of the other
+        stems) or, with ``"minus"``, ``minus_vocals`` (the mix minus vocals), as demucs 4.1.
+        """
+        if format not in audio.OUTPUT_FORMATS:
+            raise NumbaDemucsError(f"unknown output format {format!r}; choose wav, flac or mp3")
+        if two_stems is not None and two_stems not in self.sources:
+            raise NumbaDemucsError(f"--two-stems {two_stems}: model {self.name} has no such "
+                                   f"stem; choose one of {', '.join(self.sources)}")
+        if other_method not in ("add", "minus", "none"):
+            raise NumbaDemucsError(f"unknown --other-method {other_method!r}")
+        check_filename_template(filename)
+        path = Path(path)
+        mix, rate = audio.read(path)
+        output_rate = samplerate or rate
+        stems = self.separate_array(mix, rate, output_samplerate=output_rate,
+                                    callback=callback)
+        if two_stems is not None:
+            chosen = stems.pop(two_stems)
+            selected = {two_stems: chosen}
+            if other_method == "add":
+                selected["no_" + two_stems] = sum(stems.values())
+            elif other_method == "minus":
+                origin = mix if output_rate == rate else audio.fit_length(
+                    audio.resample(mix, rate, output_rate, self.resampler), chosen.shape[-1])
+                selected["minus_" + two_stems] = origin - chosen
+            stems = selected
+        track, _, extension = path.name.rpartition(".")
+        if not track:
+            track, extension = extension, ""
+        folder = Path(out) / self.name
+        written = {}
+        for stem, data in stems.items():
+            target = folder / filename.format(track=track, trackext=extension, stem=stem,
+                                              ext=format)
+            written[stem] = audio.write(target, audio.prevent_clip(data, clip_mode), output_rate,
+                                        bits=bits, as_float=as_float, bitrate=bitrate,
+                                        preset=preset)
+        return written
+
+
+def separate_file(path, model="htdemucs", out="separated", *, repo=None, **options):
+    """One file, one call: ``Separator(model, repo, ...)`` then ``separate_file``.
+
+    ``options`` are ``Separator``'s (shifts, overlap, split, segment, jobs, seed, resampler)
+    and ``Separator.separate_file``'s (filename, two_stems, other_method, format, bits,
+    as_float, bitrate, preset, clip_mode, samplerate).
+    """
+    separator_keys = {"shifts", "overlap", "split", "segment", "jobs", "seed", "resampler",
+                      "progress", "callback", "dtype"}
+    separator = Separator(model, repo, **{k: v for k, v in options.items() if k in separator_keys})
+    return separator.separate_file(path, out, **{k: v for k, v in options.items()
+                                                 if k not in separator_keys})
