@@ -67,7 +67,9 @@ class _Remote(http.server.BaseHTTPRequestHandler):
     carry ETag = git blob id) and dl.fbaipublicfiles.com (plain files)."""
 
     root: Path
-    mode = "ok"            # "ok" | "truncate" (half the bytes, then close) | "wrong" | "no-etag"
+    # "ok" | "truncate" (half the bytes, then close) | "truncate-cdn" (only LFS files) |
+    # "wrong" (every byte altered) | "no-etag" (no checksum headers)
+    mode = "ok"
     log: list
 
     def log_message(self, *args):
@@ -78,7 +80,7 @@ class _Remote(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", "0")
         self.end_headers()
 
-    def _send(self, file: Path, headers=()):
+    def _send(self, file: Path, headers=(), cdn=False):
         data = file.read_bytes()
         if self.mode == "wrong":
             data = bytes(b ^ 0x5A for b in data)
@@ -87,7 +89,7 @@ class _Remote(http.server.BaseHTTPRequestHandler):
         for key, value in headers:
             self.send_header(key, value)
         self.end_headers()
-        if self.mode == "truncate":
+        if self.mode == "truncate" or (self.mode == "truncate-cdn" and cdn):
             self.wfile.write(data[: len(data) // 2])
             self.wfile.flush()
             self.close_connection = True
@@ -119,7 +121,7 @@ class _Remote(http.server.BaseHTTPRequestHandler):
         if path.startswith("cdn/"):
             path = path[len("cdn/"):]
             file = self.root / path
-            return self._send(file, (("ETag", '"some-cdn-etag"'),)) if file.is_file() \
+            return self._send(file, (("ETag", '"some-cdn-etag"'),), cdn=True) if file.is_file() \
                 else self._fail(404)
         file = self.root / path
         return self._send(file) if file.is_file() else self._fail(404)
@@ -263,6 +265,20 @@ def test_interrupted_download_leaves_nothing(remote, tmp_path):
     assert files == []
 
 
+def test_member_cut_off_midway_then_completed(remote, served, tmp_path):
+    """The hub's redirect succeeds, the CDN drops the connection: no member file, no temp;
+    the verified yaml stays, and the next run fetches only what is missing."""
+    _, states, _ = served
+    remote("truncate-cdn")
+    with pytest.raises(DownloadError, match=r"aaaa0001\.safetensors: connection closed after"):
+        pretrained.resolve("hf://htdemucs_ft")
+    assert _cache_files(tmp_path) == ["hf/adefossez/HTDemucs-ft/htdemucs_ft.yaml",
+                                      "hf/adefossez/HTDemucs-ft/htdemucs_ft.yaml.meta.json"]
+    server = remote()
+    _assert_bag(pretrained.get_model("hf://htdemucs_ft"), states)
+    assert not any(path.endswith(".yaml") for path in server.log)
+
+
 def test_wrong_bytes_from_the_hub_are_rejected(remote, tmp_path):
     remote("wrong")
     with pytest.raises(ChecksumError, match="checksum mismatch") as error:
@@ -394,9 +410,16 @@ def test_listing():
     assert "not supported" in pretrained.list_models(include_unsupported=True)["mdx"]
 
 
-def test_tables_match_demucs_remote_lists():
+def test_tables_match_demucs_remote_lists(monkeypatch):
     """Our copy of demucs 4.1.0's remote/files.txt and remote/*.yaml says the same."""
     from demucs import hf, pretrained as official
+
+    monkeypatch.delenv("NUMBA_DEMUCS_REMOTE", raising=False)
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    assert pretrained._hf_url("adefossez/HTDemucs-ft", "htdemucs_ft.yaml") == \
+        "https://huggingface.co/adefossez/HTDemucs-ft/resolve/main/htdemucs_ft.yaml"
+    assert pretrained._legacy_url("955717e8") == \
+        "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
 
     urls = official._parse_remote_files(official.REMOTE_ROOT / "files.txt")
     assert {sig: f"{pretrained.LEGACY_ROOT}/{path}"
