@@ -15,18 +15,21 @@ import numpy as np
 
 from .apply import apply_model
 from .checkpoint import read_bag, read_package
-from .errors import (AudioError, CheckpointError, EvaluationError, NumbaDemucsError,
-                     UnsafeCheckpointError, UnsupportedModelError)
+from .errors import (AudioError, CheckpointError, ChecksumError, DownloadError, EvaluationError,
+                     NumbaDemucsError, UnknownModelError, UnsafeCheckpointError,
+                     UnsupportedModelError)
 from .models.bag import BagOfModels
 from .models.htdemucs import HTDemucs
 from .separator import Separator, separate_file
+from . import pretrained  # noqa: E402  (imports load_model lazily)
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "BagOfModels", "NumbaDemucsError",
+    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "BagOfModels",
+    "NumbaDemucsError",
     "CheckpointError", "UnsafeCheckpointError", "UnsupportedModelError", "AudioError",
-    "EvaluationError",
+    "EvaluationError", "UnknownModelError", "DownloadError", "ChecksumError", "pretrained",
 ]
 
 

@@ -23,3 +23,22 @@ class AudioError(NumbaDemucsError):
 
 class EvaluationError(NumbaDemucsError):
     """References and estimates cannot be scored (missing stem, shape mismatch, ...)."""
+
+
+class UnknownModelError(NumbaDemucsError):
+    """A model name is neither a known pretrained name nor a file in the given ``--repo``.
+
+    ``known`` lists the names that would have been accepted.
+    """
+
+    def __init__(self, message: str, known=()):
+        super().__init__(message)
+        self.known = list(known)
+
+
+class DownloadError(NumbaDemucsError):
+    """A model file could not be fetched (server unreachable, HTTP error, connection cut)."""
+
+
+class ChecksumError(CheckpointError):
+    """A file's content does not match the checksum it is published (or cached) with."""
