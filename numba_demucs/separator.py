@@ -37,14 +37,12 @@ def _load(model, repo, dtype, progress):
         return model, getattr(model, "name", type(model).__name__)
     text = str(model)
     path = Path(text)
-    if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
-        from . import load_model
-
-        # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
-        name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
-        return load_model(path, dtype=dtype), name
     from . import pretrained
 
+    if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
+        # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
+        name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
+        return pretrained.load_checkpoint(path, dtype=dtype), name
     return pretrained.get_model(text, repo=repo, dtype=dtype, progress=progress), text
 
 
