@@ -4,7 +4,7 @@ write stems atomically.
 Reading goes through soundfile (libsndfile: wav, flac, ogg/vorbis, opus, mp3, aiff, ...).
 mp3 is decoded gapless: libsndfile drops the encoder delay that the LAME header
 declares, so a decoded mp3 lines up with the audio that was encoded. (demucs 4.1 reads
-through sphn, which keeps the delay, so its stems of an mp3 come out 1105 samples late.)
+through sphn, which keeps the delay, so its stems of an mp3 come out late by the encoder delay, over a thousand samples.)
 
 Resampling defaults to the windowed-sinc resampler demucs uses (``julius.resample_frac``:
 a Hann-windowed sinc with 24 zero crossings, cut-off at 0.945 of the lower Nyquist
@@ -14,7 +14,9 @@ mode instead.
 
 Writing: 16-bit and 24-bit integers are produced exactly as demucs produces them
 (clamp to [-1, 1], scale by 2**15 - 1 or 2**23 - 1, truncate toward zero), float32 as is;
-mp3 goes through LAME (lameenc, as demucs). Every file is written under a temporary name
+mp3 goes through libsndfile's LAME encoder at a constant bitrate, which writes the
+LAME header, so decoders drop the encoder delay (demucs' lameenc files carry no such
+header, so they decode late by the encoder delay). Every file is written under a temporary name
 in the destination folder and renamed when complete.
 """
 from __future__ import annotations
@@ -203,17 +205,10 @@ def _as_pcm(wav: np.ndarray, bits: int) -> np.ndarray:
     return (clamped * np.float32(2 ** 23 - 1)).astype(np.int32) << 8
 
 
-def _encode_mp3(pcm16: np.ndarray, samplerate: int, bitrate: int, preset: int) -> bytes:
-    import lameenc
-
-    encoder = lameenc.Encoder()
-    encoder.set_bit_rate(bitrate)
-    encoder.set_in_sample_rate(samplerate)
-    encoder.set_channels(pcm16.shape[0])
-    encoder.set_quality(preset)
-    encoder.silence()
-    data = encoder.encode(np.ascontiguousarray(pcm16.T).tobytes())
-    return bytes(data + encoder.flush())
+def _mp3_compression_level(bitrate: int) -> float:
+    """libsndfile's constant-bitrate mp3 maps compression 0..1 onto 320..32 kbit/s linearly
+    (LAME then takes the nearest valid rate)."""
+    return min(max((320 - bitrate) / 288, 0.0), 0.99)
 
 
 def _temporary_name(path: Path) -> Path:
@@ -230,7 +225,7 @@ def _write_error(path: Path, error: BaseException) -> AudioError:
 
 
 def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: bool = False,
-          bitrate: int = 320, preset: int = 2) -> Path:
+          bitrate: int = 320) -> Path:
     """Write ``(channels, samples)`` to ``path`` (format from its extension), atomically.
 
     Clipping is the caller's business (see ``prevent_clip``), as in demucs' ``save_audio``.
@@ -251,7 +246,10 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
                          f"({os.strerror(error.errno) if error.errno else error})") from None
     try:
         if extension == "mp3":
-            temporary.write_bytes(_encode_mp3(_as_pcm(wav, 16), samplerate, bitrate, preset))
+            # Float in: libsndfile scales int16 input to its mp3 encoder wrongly (1.0.x-1.2.2).
+            soundfile.write(str(temporary), np.clip(wav, -1.0, 1.0).T, samplerate, format="MP3",
+                            bitrate_mode="CONSTANT",
+                            compression_level=_mp3_compression_level(bitrate))
         else:
             if as_float:
                 data, subtype = np.clip(wav, -1.0, 1.0).astype(np.float32), "FLOAT"

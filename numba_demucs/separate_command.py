@@ -58,8 +58,6 @@ def register(subparsers) -> None:
     container.add_argument("--flac", action="store_true", help="write flac")
     container.add_argument("--mp3", action="store_true", help="write mp3")
     parser.add_argument("--mp3-bitrate", type=int, default=320, help="mp3 bitrate (kbit/s)")
-    parser.add_argument("--mp3-preset", type=int, choices=range(2, 8), default=2,
-                        help="LAME quality preset, 2 best to 7 fastest")
     parser.add_argument("-j", "--jobs", type=int, default=0,
                         help="segments separated at once in threads (default 0: one per core)")
     parser.add_argument("--seed", type=int,
@@ -193,7 +191,7 @@ def run(args) -> int:
                     track, args.out, filename=args.filename, two_stems=args.stem,
                     other_method=args.other_method, format=output_format,
                     bits=24 if args.int24 else 16, as_float=args.float32,
-                    bitrate=args.mp3_bitrate, preset=args.mp3_preset,
+                    bitrate=args.mp3_bitrate,
                     clip_mode=args.clip_mode, samplerate=args.samplerate, callback=bar)
         except NumbaDemucsError as error:
             print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)

@@ -166,7 +166,7 @@ class Separator:
     def separate_file(self, path, out="separated", *, filename: str = "{track}/{stem}.{ext}",
                       two_stems: str | None = None, other_method: str = "add",
                       format: str = "wav", bits: int = 16, as_float: bool = False,
-                      bitrate: int = 320, preset: int = 2, clip_mode: str = "rescale",
+                      bitrate: int = 320, clip_mode: str = "rescale",
                       samplerate: int | None = None, callback=None) -> dict[str, Path]:
         """Separate the audio file ``path`` and write its stems; returns ``{stem: path}``.
 
@@ -206,8 +206,7 @@ class Separator:
             target = folder / filename.format(track=track, trackext=extension, stem=stem,
                                               ext=format)
             written[stem] = audio.write(target, audio.prevent_clip(data, clip_mode), output_rate,
-                                        bits=bits, as_float=as_float, bitrate=bitrate,
-                                        preset=preset)
+                                        bits=bits, as_float=as_float, bitrate=bitrate)
         return written
 
 
@@ -216,7 +215,7 @@ def separate_file(path, model="htdemucs", out="separated", *, repo=None, **optio
 
     ``options`` are ``Separator``'s (shifts, overlap, split, segment, jobs, seed, resampler)
     and ``Separator.separate_file``'s (filename, two_stems, other_method, format, bits,
-    as_float, bitrate, preset, clip_mode, samplerate).
+    as_float, bitrate, clip_mode, samplerate).
     """
     separator_keys = {"shifts", "overlap", "split", "segment", "jobs", "seed", "resampler",
                       "progress", "callback", "dtype"}
