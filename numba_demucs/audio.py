@@ -135,24 +135,55 @@ def sinc_kernels(old: int, new: int, zeros: int = 24, rolloff: float = 0.945):
     return kernels, width
 
 
-def _sinc_resample(wav, old_rate, new_rate, block_frames=8192):
-    old, new = _reduced(old_rate, new_rate)
-    kernels, width = sinc_kernels(old, new)
-    channels, length = wav.shape
-    padded = np.concatenate([np.repeat(wav[:, :1], width, axis=1), wav,
-                             np.repeat(wav[:, -1:], width + old, axis=1)], axis=1)
-    taps = kernels.shape[1]
-    frames = (padded.shape[1] - taps) // old + 1
-    out_length = (new * length) // old
-    out = np.empty((channels, frames * new), dtype=np.float32)
-    for channel in range(channels):
-        row = np.ascontiguousarray(padded[channel])
-        windows = np.lib.stride_tricks.as_strided(
-            row, (frames, taps), (old * row.itemsize, row.itemsize), writeable=False)
-        for start in range(0, frames, block_frames):
-            block = np.ascontiguousarray(windows[start:start + block_frames])
-            out[channel, start * new:(start + block.shape[0]) * new] = (block @ kernels.T).ravel()
-    return out[:, :out_length]
+class SincResampler:
+    """demucs' resampler for one pair of rates, able to produce any range of the output.
+
+    Output sample ``j`` belongs to frame ``j // new`` (``new`` phases per frame), which reads
+    ``taps`` input samples from ``(j // new) * old - width``. Indices before the start or past
+    the end read the first or last sample: that is julius' replicate padding. A range
+    therefore needs only its own input span, which is what streaming relies on; the
+    whole-array result is the range ``[0, floor(length * new_rate / old_rate))``.
+    """
+
+    def __init__(self, old_rate: int, new_rate: int):
+        self.old, self.new = _reduced(old_rate, new_rate)
+        self.kernels, self.width = sinc_kernels(self.old, self.new)
+        self.taps = self.kernels.shape[1]
+
+    def output_length(self, input_length: int) -> int:
+        return (self.new * input_length) // self.old
+
+    def input_span(self, start: int, stop: int) -> tuple[int, int]:
+        """Input indices (possibly outside the signal) that output ``[start, stop)`` reads."""
+        first, last = start // self.new, -(-stop // self.new)
+        return first * self.old - self.width, (last - 1) * self.old - self.width + self.taps
+
+    def range(self, read_clamped, start: int, stop: int, block_frames: int = 8192):
+        """Output samples ``[start, stop)``; ``read_clamped(a, b)`` gives input ``[a, b)``
+        with out-of-range indices clamped to the signal's ends."""
+        span_start, span_stop = self.input_span(start, stop)
+        span = np.ascontiguousarray(read_clamped(span_start, span_stop), dtype=np.float32)
+        channels = span.shape[0]
+        frames = (span.shape[1] - self.taps) // self.old + 1
+        out = np.empty((channels, frames * self.new), dtype=np.float32)
+        for channel in range(channels):
+            row = span[channel]
+            windows = np.lib.stride_tricks.as_strided(
+                row, (frames, self.taps), (self.old * row.itemsize, row.itemsize),
+                writeable=False)
+            for first in range(0, frames, block_frames):
+                block = np.ascontiguousarray(windows[first:first + block_frames])
+                out[channel, first * self.new:(first + block.shape[0]) * self.new] = \
+                    (block @ self.kernels.T).ravel()
+        offset = start - (start // self.new) * self.new
+        return out[:, offset:offset + stop - start]
+
+
+def clamped_reader(wav: np.ndarray):
+    """``read(a, b)`` on an in-memory signal, indices clamped to its ends."""
+    def read(start, stop):
+        return wav[:, np.clip(np.arange(start, stop), 0, wav.shape[1] - 1)]
+    return read
 
 
 def resample(wav: np.ndarray, old_rate: int, new_rate: int, method: str = "sinc") -> np.ndarray:
@@ -167,7 +198,8 @@ def resample(wav: np.ndarray, old_rate: int, new_rate: int, method: str = "sinc"
     old, new = _reduced(old_rate, new_rate)
     wav = np.ascontiguousarray(wav, dtype=np.float32)
     if method == "sinc" and max(old, new) <= _MAX_SINC_PHASES:
-        return _sinc_resample(wav, old_rate, new_rate)
+        resampler = SincResampler(old_rate, new_rate)
+        return resampler.range(clamped_reader(wav), 0, resampler.output_length(wav.shape[1]))
     import soxr
 
     out = soxr.resample(wav.T, old_rate, new_rate, quality="VHQ").T
@@ -211,6 +243,24 @@ def _mp3_compression_level(bitrate: int) -> float:
     return min(max((320 - bitrate) / 288, 0.0), 0.99)
 
 
+def format_options(extension: str, bits: int, as_float: bool, bitrate: int):
+    """soundfile subtype and options for an output file."""
+    if extension == "mp3":
+        return "MPEG_LAYER_III", {"bitrate_mode": "CONSTANT",
+                                  "compression_level": _mp3_compression_level(bitrate)}
+    return ("FLOAT" if as_float else f"PCM_{bits}"), {}
+
+
+def encode_block(wav: np.ndarray, extension: str, bits: int, as_float: bool) -> np.ndarray:
+    """Samples as they go into the file: demucs' integers, or clamped floats."""
+    if extension == "mp3":
+        # Floats: libsndfile scales int16 input to its mp3 encoder wrongly (1.0.x-1.2.2).
+        return np.clip(wav, -1.0, 1.0).astype(np.float32)
+    if as_float:
+        return np.clip(wav, -1.0, 1.0).astype(np.float32)
+    return _as_pcm(wav, bits)
+
+
 def _temporary_name(path: Path) -> Path:
     handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
                                     dir=path.parent)
@@ -245,18 +295,9 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
         raise AudioError(f"{path.parent}: cannot create files in this folder "
                          f"({os.strerror(error.errno) if error.errno else error})") from None
     try:
-        if extension == "mp3":
-            # Float in: libsndfile scales int16 input to its mp3 encoder wrongly (1.0.x-1.2.2).
-            soundfile.write(str(temporary), np.clip(wav, -1.0, 1.0).T, samplerate, format="MP3",
-                            bitrate_mode="CONSTANT",
-                            compression_level=_mp3_compression_level(bitrate))
-        else:
-            if as_float:
-                data, subtype = np.clip(wav, -1.0, 1.0).astype(np.float32), "FLOAT"
-            else:
-                data, subtype = _as_pcm(wav, bits), f"PCM_{bits}"
-            soundfile.write(str(temporary), data.T, samplerate, subtype=subtype,
-                            format=extension.upper())
+        subtype, options = format_options(extension, bits, as_float, bitrate)
+        soundfile.write(str(temporary), encode_block(wav, extension, bits, as_float).T,
+                        samplerate, subtype=subtype, format=extension.upper(), **options)
         os.replace(temporary, path)
     except BaseException as error:
         temporary.unlink(missing_ok=True)

@@ -68,6 +68,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resampler", choices=["sinc", "soxr"], default="sinc",
                         help="sinc: demucs' resampler, same samples as demucs (default); "
                              "soxr: libsoxr very high quality")
+    parser.add_argument("--stream", action="store_true",
+                        help="read, separate and write block by block: the same stems in "
+                             "memory that does not grow with the track's length")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     parser.set_defaults(func=run)
 
@@ -129,6 +132,11 @@ class _TrackProgress:
         return False
 
     def __call__(self, event: dict) -> None:
+        if "segments_total" in event:  # --stream interleaves passes; it counts for us
+            self.finished += 1
+            total = event["segments_total"]
+            self._show(self.finished / total, f"segment {self.finished}/{total}")
+            return
         segments = event["segments"]
         # Segments of a pass may finish out of order in threads: count the finished ones.
         self.finished += 1
@@ -137,6 +145,9 @@ class _TrackProgress:
         fraction = (self.done_passes + self.finished / segments) / self.passes
         text = (f"pass {min(self.done_passes + 1, self.passes)}/{self.passes} "
                 f"segment {self.finished or segments}/{segments}")
+        self._show(fraction, text)
+
+    def _show(self, fraction: float, text: str) -> None:
         if self.owner.live:
             self.bar.update(self.task, completed=fraction * self.passes, segments=text)
         elif not self.owner.quiet:
@@ -192,7 +203,8 @@ def run(args) -> int:
                     other_method=args.other_method, format=output_format,
                     bits=24 if args.int24 else 16, as_float=args.float32,
                     bitrate=args.mp3_bitrate,
-                    clip_mode=args.clip_mode, samplerate=args.samplerate, callback=bar)
+                    clip_mode=args.clip_mode, samplerate=args.samplerate, stream=args.stream,
+                    callback=bar)
         except NumbaDemucsError as error:
             print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)
             failed.append(track)

@@ -167,7 +167,8 @@ class Separator:
                       two_stems: str | None = None, other_method: str = "add",
                       format: str = "wav", bits: int = 16, as_float: bool = False,
                       bitrate: int = 320, clip_mode: str = "rescale",
-                      samplerate: int | None = None, callback=None) -> dict[str, Path]:
+                      samplerate: int | None = None, stream: bool = False,
+                      callback=None) -> dict[str, Path]:
         """Separate the audio file ``path`` and write its stems; returns ``{stem: path}``.
 
         Files go to ``out/<model name>/<filename>`` as in demucs. ``two_stems="vocals"``
@@ -183,6 +184,15 @@ class Separator:
             raise NumbaDemucsError(f"unknown --other-method {other_method!r}")
         check_filename_template(filename)
         path = Path(path)
+        if stream:
+            if self.resampler != "sinc":
+                raise NumbaDemucsError("--stream resamples with the sinc resampler only")
+            from . import stream as streaming
+
+            return streaming.separate_file(
+                self, path, out, filename=filename, two_stems=two_stems,
+                other_method=other_method, format=format, bits=bits, as_float=as_float,
+                bitrate=bitrate, clip_mode=clip_mode, samplerate=samplerate, callback=callback)
         mix, rate = audio.read(path)
         output_rate = samplerate or rate
         stems = self.separate_array(mix, rate, output_samplerate=output_rate,
@@ -193,8 +203,10 @@ class Separator:
             if other_method == "add":
                 selected["no_" + two_stems] = sum(stems.values())
             elif other_method == "minus":
-                origin = mix if output_rate == rate else audio.fit_length(
-                    audio.resample(mix, rate, output_rate, self.resampler), chosen.shape[-1])
+                origin = audio.to_channels(mix, chosen.shape[0])
+                if output_rate != rate:
+                    origin = audio.fit_length(audio.resample(origin, rate, output_rate,
+                                                             self.resampler), chosen.shape[-1])
                 selected["minus_" + two_stems] = origin - chosen
             stems = selected
         track, _, extension = path.name.rpartition(".")
