@@ -91,6 +91,13 @@ def _read_stem_file(track: Track, stems):
     return [(np.ascontiguousarray(a), int(rate)) for a in audio]
 
 
+def stem_location(track: Track, stem: str) -> str:
+    """How errors name one stem: its wav file, or ``FILE.stem.mp4:STEM``."""
+    if track.is_stem_file:
+        return f"{track.path}:{stem}"
+    return os.path.join(track.path, f"{stem}.wav")
+
+
 def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
     """The named stems of a track as float32 ``(stems, samples, channels)``.
 
@@ -98,7 +105,8 @@ def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
     is named in the error.
     """
     if track.is_stem_file:
-        loaded = list(zip([f"{track.path}:{s}" for s in stems], _read_stem_file(track, stems)))
+        loaded = list(zip([stem_location(track, s) for s in stems],
+                          _read_stem_file(track, stems)))
     else:
         loaded = []
         for stem in stems:
