@@ -88,6 +88,11 @@ def _read_stem_file(track: Track, stems):
                                          dtype=np.float32)
     except Exception as error:
         raise AudioError(f"{track.path}: cannot decode stems ({error})") from None
+    if len(stems) == 1 and audio.ndim == 2:  # stempeg drops the stem axis for one stem
+        audio = audio[None]
+    if audio.ndim != 3 or audio.shape[0] != len(stems):
+        raise AudioError(f"{track.path}: expected {len(stems)} stereo streams, decoded an "
+                         f"array of shape {audio.shape}")
     return [(np.ascontiguousarray(a), int(rate)) for a in audio]
 
 
