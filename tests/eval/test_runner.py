@@ -249,7 +249,7 @@ def test_missing_estimate(broken, tmp_path, capsys):
     assert code == 2 and str(path) in error and "missing estimate" in error
 
 
-def test_non_audio_file(broken, tmp_path):
+def test_non_audio_file(broken, tmp_path, capsys):
     root, estimates, name = broken
     path = estimates / name / "vocals.wav"
     path.write_text("this is not audio\n")
@@ -257,6 +257,44 @@ def test_non_audio_file(broken, tmp_path):
     with pytest.raises(AudioError, match="not a readable audio file") as error:
         runner.score_track(task)
     assert str(path) in str(error.value)
+    code, message = run_cli(root, estimates, tmp_path, capsys)
+    assert code == 2 and str(path) in message and "not a readable audio file" in message
+
+
+def test_non_audio_reference_stem(broken, tmp_path, capsys):
+    root, estimates, name = broken
+    path = root / "test" / name / "drums.wav"
+    path.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    code, error = run_cli(root, estimates, tmp_path, capsys)
+    assert code == 2 and str(path) in error and "not a readable audio file" in error
+
+
+def test_reference_stems_of_different_lengths(broken, tmp_path, capsys):
+    root, estimates, name = broken
+    path = root / "test" / name / "bass.wav"
+    audio, rate = soundfile.read(path)
+    soundfile.write(path, audio[:-1], rate, subtype="PCM_16")
+    code, error = run_cli(root, estimates, tmp_path, capsys)
+    assert code == 2 and str(path) in error and "samples" in error
+    assert str(root / "test" / name / "vocals.wav") in error  # the stem it was compared with
+
+
+def test_reference_stem_with_other_sample_rate(broken, tmp_path, capsys):
+    root, estimates, name = broken
+    path = root / "test" / name / "other.wav"
+    audio, _ = soundfile.read(path)
+    soundfile.write(path, audio, 48000, subtype="PCM_16")
+    code, error = run_cli(root, estimates, tmp_path, capsys)
+    assert code == 2 and str(path) in error and "48000 Hz" in error
+
+
+def test_all_zero_reference(broken, tmp_path, capsys):
+    root, estimates, name = broken
+    path = root / "test" / name / "vocals.wav"
+    audio, rate = soundfile.read(path)
+    soundfile.write(path, np.zeros_like(audio), rate, subtype="PCM_16")
+    code, error = run_cli(root, estimates, tmp_path, capsys)
+    assert code == 2 and str(path) in error and "reference is silent" in error
 
 
 def test_all_zero_estimate(broken, tmp_path, capsys):
