@@ -10,6 +10,7 @@ workers only need to read the audio.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -94,6 +95,9 @@ def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
     return {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
 def write_json_atomically(path, document) -> None:
     """Write to a temporary name beside ``path`` and rename, so a crash leaves no half file."""
     path = Path(path)
@@ -108,9 +112,6 @@ def write_json_atomically(path, document) -> None:
     except BaseException:  # Ctrl-C or a full disk mid-write: leave nothing behind
         temporary.unlink(missing_ok=True)
         raise
-
-
-_TEMPORARY_SUFFIX = ".tmp"
 
 
 def remove_stale_temporaries(output, tracks) -> list[Path]:
@@ -192,13 +193,15 @@ def load_separator(model: str | None = None, checkpoint: str | None = None):
     import numba_demucs
 
     if model is not None:
-        try:
-            from numba_demucs import pretrained
-        except ImportError:
+        # find_spec, not a caught ImportError: a resolver that exists but fails to import
+        # must show its own error, not this one.
+        if importlib.util.find_spec("numba_demucs.pretrained") is None:
             raise EvaluationError(
                 f"-n {model}: this numba-demucs cannot resolve pretrained model names yet "
                 "(no numba_demucs.pretrained module); download the model's checkpoint and "
-                "pass it with --checkpoint PATH (a .th, .safetensors or bag .yaml)") from None
+                "pass it with --checkpoint PATH (a .th, .safetensors or bag .yaml)")
+        from numba_demucs import pretrained
+
         loaded = pretrained.get_model(model)
     elif checkpoint is not None:
         loaded = numba_demucs.load_model(checkpoint)
