@@ -52,8 +52,11 @@ def command(root, estimates, output):
 
 
 def start_and_stop_after_first_track(root, estimates, output, signal_number, log):
+    # A shell's background job starts with SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the child the default disposition, as a terminal would.
     process = subprocess.Popen(command(root, estimates, output), stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     folder = output / "test"
     while process.poll() is None:
         if folder.is_dir() and any(folder.glob("*.json")):
