@@ -58,13 +58,18 @@ def worker(scorer: str, signals_path: str, dtype: str, out_path: str) -> None:
     if scorer == "museval":
         import museval
 
-        refs, ests = refs.astype(np.float64), ests.astype(np.float64)
+        refs = refs.astype(np.float64)
+        ests = ests.astype(np.float64)
         start = time.perf_counter()
         result = museval.evaluate(refs, ests)
     else:
         from numba_demucs.eval import bss_eval
 
-        refs, ests = refs.astype(dtype), ests.astype(dtype)
+        # One array at a time, and no copy when the dtype already matches: converting both
+        # at once kept the loaded and the converted signals alive together, a peak of the
+        # harness (twice the signals at 240 s) rather than of the scorer.
+        refs = refs.astype(dtype, copy=False)
+        ests = ests.astype(dtype, copy=False)
         bss_eval(refs[:, : 2 * SR], ests[:, : 2 * SR])  # JIT compile / cache load, not timed
         start = time.perf_counter()
         result = bss_eval(refs, ests)

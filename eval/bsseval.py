@@ -49,29 +49,13 @@ _CORRELATION_FFT = 16384
 
 _BLOCKS_PER_BATCH = 4
 
-try:  # scipy ships with museval; its FFT can use several threads, numpy's cannot.
-    import scipy.fft as _scipy_fft
-except ImportError:  # pragma: no cover - exercised only without scipy
-    _scipy_fft = None
-try:
+try:  # scipy ships with museval; its LAPACK wrapper lets the big solve overwrite its input.
     from scipy.linalg import lapack as _lapack
 except ImportError:  # pragma: no cover
     _lapack = None
 
 
 _CPUS = os.cpu_count() or 1
-
-
-def _rfft(x, n, workers=_CPUS):
-    if _scipy_fft is not None:
-        return _scipy_fft.rfft(x, n=n, axis=-1, workers=workers)
-    return np.fft.rfft(x, n=n, axis=-1)
-
-
-def _irfft(x, n, workers=_CPUS):
-    if _scipy_fft is not None:
-        return _scipy_fft.irfft(x, n=n, axis=-1, workers=workers)
-    return np.fft.irfft(x, n=n, axis=-1)
 
 
 def _fast_fft_length(n: int) -> int:
@@ -234,44 +218,68 @@ def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
     first = np.asarray(first, dtype=np.int64)
     second = np.asarray(second, dtype=np.int64)
 
-    acc = np.zeros((first.shape[0], fft_length // 2 + 1), dtype=np.complex128)
+    n_bins = fft_length // 2 + 1
+    acc = np.zeros((first.shape[0], n_bins), dtype=np.complex128)
     starts_all = np.arange(0, n_samples, block, dtype=np.int64)
-    for batch in range(0, starts_all.shape[0], _BLOCKS_PER_BATCH):
-        starts = starts_all[batch : batch + _BLOCKS_PER_BATCH]
-        lead = np.empty((starts.shape[0], n_refs, fft_length))
-        _gather_blocks(references, starts, -margin, block + 2 * margin, fft_length, lead)
-        trail = np.empty((starts.shape[0], 2 * n_refs, fft_length))
-        _gather_blocks(references, starts, 0, block, fft_length, trail[:, :n_refs])
-        _gather_blocks(estimates, starts, 0, block, fft_length, trail[:, n_refs:])
-        lead_spectra = _rfft(lead, fft_length)
-        trail_spectra = _rfft(trail, fft_length)
+    # One set of buffers for every batch: allocating them per batch makes glibc raise its
+    # mmap threshold and keep tens of MiB of freed heap, which shows in the peak memory.
+    batch_size = min(_BLOCKS_PER_BATCH, starts_all.shape[0])
+    lead = np.empty((batch_size, n_refs, fft_length))
+    trail = np.empty((batch_size, 2 * n_refs, fft_length))
+    lead_spectra = np.empty((batch_size, n_refs, n_bins), dtype=np.complex128)
+    trail_spectra = np.empty((batch_size, 2 * n_refs, n_bins), dtype=np.complex128)
+    for batch in range(0, starts_all.shape[0], batch_size):
+        starts = starts_all[batch : batch + batch_size]
+        count = starts.shape[0]
+        _gather_blocks(references, starts, -margin, block + 2 * margin, fft_length,
+                       lead[:count])
+        _gather_blocks(references, starts, 0, block, fft_length, trail[:count, :n_refs])
+        _gather_blocks(estimates, starts, 0, block, fft_length, trail[:count, n_refs:])
+        np.fft.rfft(lead[:count], fft_length, axis=-1, out=lead_spectra[:count])
+        np.fft.rfft(trail[:count], fft_length, axis=-1, out=trail_spectra[:count])
+        lead_batch, trail_batch = lead_spectra[:count], trail_spectra[:count]
         _in_threads(lambda begin, end: _accumulate_cross_spectra(
-            lead_spectra, trail_spectra, first, second, acc, begin, end),
+            lead_batch, trail_batch, first, second, acc, begin, end),
             _split(first.shape[0], _CPUS))
-    values = _irfft(acc, fft_length)[:, : 2 * margin + 1]
+    del lead, trail, lead_spectra, trail_spectra
+    values = np.fft.irfft(acc, fft_length, axis=-1)[:, : 2 * margin + 1]
     return first, second, np.ascontiguousarray(values)
 
 
 @njit(cache=True)
-def _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets):
-    """Lay the correlations out as museval's reshaped ``G`` and ``D``.
+def _fill_gram(first, second, values, n_refs, low, high, filters_len, gram):
+    """Lay the correlations of reference channels ``low <= p < high`` out as museval's
+    reshaped ``G`` (``_reshape_G`` order: source, channel, delay).
 
     ``gram[(p, a), (q, b)] = R[p, q](b - a)``: the inner product of reference channel ``p``
-    delayed by ``a`` with channel ``q`` delayed by ``b`` (museval ``_reshape_G`` order:
-    source, channel, delay). ``targets[(p, k), e] = R[p, e](-k)``: reference channel ``p``
-    delayed by ``k`` against estimate channel ``e``.
+    delayed by ``a`` with channel ``q`` delayed by ``b``. With ``low = 0, high = n_refs``
+    this is the whole matrix; one source's channels give its own-source system, the
+    diagonal block of the whole.
     """
     centre = filters_len - 1
     for pair in range(first.shape[0]):
         p = first[pair]
         q = second[pair]
-        if q < n_refs:
-            for a in range(filters_len):
-                for b in range(filters_len):
-                    value = values[pair, b - a + centre]
-                    gram[p * filters_len + a, q * filters_len + b] = value
-                    gram[q * filters_len + b, p * filters_len + a] = value
-        else:
+        if q >= n_refs or p < low or q >= high:  # pairs have p <= q
+            continue
+        row = (p - low) * filters_len
+        column = (q - low) * filters_len
+        for a in range(filters_len):
+            for b in range(filters_len):
+                value = values[pair, b - a + centre]
+                gram[row + a, column + b] = value
+                gram[column + b, row + a] = value
+
+
+@njit(cache=True)
+def _fill_targets(first, second, values, n_refs, filters_len, targets):
+    """museval's ``D``: ``targets[(p, k), e] = R[p, e](-k)``, reference channel ``p``
+    delayed by ``k`` against estimate channel ``e``."""
+    centre = filters_len - 1
+    for pair in range(first.shape[0]):
+        p = first[pair]
+        q = second[pair]
+        if q >= n_refs:
             for k in range(filters_len):
                 targets[p * filters_len + k, q - n_refs] = values[pair, centre - k]
 
@@ -322,37 +330,42 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
     size = n_refs * filters_len
     block = n_channels * filters_len
 
-    def build_gram():
-        gram = np.empty((size, size))
-        targets = np.empty((size, n_refs))
-        _fill_gram_and_targets(first, second, values, n_refs, filters_len, gram, targets)
-        return gram, targets
-
     eps = np.finfo(np.float64).eps
-    gram, targets = build_gram()
-    gram.flat[:: size + 1] += eps
-    # The own-source systems are diagonal blocks of the same regularised matrix.
-    own_systems = [gram[j * block:(j + 1) * block, j * block:(j + 1) * block].copy()
-                   for j in range(n_sources)]
+
+    def gram_of(low, high, regularised=True):
+        """``G + eps I`` (or ``G``) over reference channels ``[low, high)``, from the lags."""
+        gram = np.empty(((high - low) * filters_len, (high - low) * filters_len))
+        _fill_gram(first, second, values, n_refs, low, high, filters_len, gram)
+        if regularised:
+            gram.flat[:: gram.shape[0] + 1] += eps
+        return gram
+
+    targets = np.empty((size, n_refs))
+    _fill_targets(first, second, values, n_refs, filters_len, targets)
+    gram = gram_of(0, n_refs)
     try:
         solved = _regularised_solve(gram, targets, in_place=True)  # (s, cs, k) x (j, c)
-    except np.linalg.LinAlgError:
+    except np.linalg.LinAlgError:  # the LU overwrote the matrix: museval's lstsq on plain G
         del gram
-        gram, targets = build_gram()
+        gram = gram_of(0, n_refs, regularised=False)
         solved = np.linalg.lstsq(gram, targets, rcond=None)[0]
     del gram
     all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
     all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
 
+    # The own-source systems are diagonal blocks of the same regularised matrix, built
+    # afresh once the big one is gone rather than copied out of it before its LU: the
+    # copies would add a quarter of its size to the peak memory.
     own_filters = np.empty((n_sources, n_channels, n_channels, filters_len))
     for source in range(n_sources):
         rows = slice(source * block, (source + 1) * block)
         columns = slice(source * n_channels, (source + 1) * n_channels)
-        system = own_systems[source]
+        low, high = source * n_channels, (source + 1) * n_channels
         try:
-            own = _regularised_solve(system, targets[rows, columns], in_place=True)
-        except np.linalg.LinAlgError:  # the LU overwrote the system: take it afresh
-            system = build_gram()[0][rows, rows]
+            own = _regularised_solve(gram_of(low, high), targets[rows, columns],
+                                     in_place=True)
+        except np.linalg.LinAlgError:
+            system = gram_of(low, high, regularised=False)
             own = np.linalg.lstsq(system, targets[rows, columns], rcond=None)[0]
         own_filters[source] = own.reshape(n_channels, filters_len, n_channels).transpose(2, 0, 1)
     return all_filters, own_filters
@@ -398,8 +411,8 @@ def _safe_db(numerator, denominator):
 
 
 @njit(cache=True, nogil=True)
-def _frame_criteria(references, estimates, start, stop, projected_all, projected_own, out,
-                    frame):
+def _frame_criteria(references, estimates, start, stop, projected_all, projected_own, padded,
+                    out, frame):
     """museval ``_bss_crit`` (images version) for every source of one frame.
 
     With ``s`` the reference frame, ``e`` the estimate frame (both zero-padded by
@@ -411,8 +424,7 @@ def _frame_criteria(references, estimates, start, stop, projected_all, projected
     SIR = |Q|^2 / |P - Q|^2, SAR = |P|^2 / |e - P|^2.
     """
     n_sources, _, n_channels = references.shape
-    length = stop - start
-    padded = projected_all.shape[2]
+    length = stop - start  # the projections are used up to ``padded = length + 511``
     for j in range(n_sources):
         target = 0.0
         distortion = 0.0
@@ -526,8 +538,8 @@ def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
     longest = max(stop - start for start, stop in bounds)
     padded = longest + filters_len - 1
     fft_length = _fast_fft_length(padded)
-    all_spectra = _rfft(all_filters, fft_length)
-    own_spectra = _rfft(own_filters, fft_length)
+    all_spectra = np.fft.rfft(all_filters, fft_length, axis=-1)
+    own_spectra = np.fft.rfft(own_filters, fft_length, axis=-1)
     del all_filters, own_filters
 
     results = np.full((4, n_sources, len(bounds)), np.nan)
@@ -542,19 +554,24 @@ def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
         n_bins = fft_length // 2 + 1
         projected_all = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
         projected_own = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        # Buffers reused for every frame (numpy's FFTs write into them), so that frames
+        # allocate nothing: per-frame arrays of a few MiB each would stay in the threads'
+        # malloc arenas after use and raise the process's peak memory.
         frame_signal = np.empty((1, n_sources * n_channels, fft_length))
+        spectra = np.empty((n_sources, n_channels, n_bins), dtype=np.complex128)
+        time_all = np.empty((n_sources, n_channels, fft_length))
+        time_own = np.empty((n_sources, n_channels, fft_length))
         for frame in frames:
             start, stop = bounds[frame]
             _gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
                            fft_length, frame_signal)
-            spectra = _rfft(frame_signal[0], fft_length, workers=1)
-            _project_spectra(spectra.reshape(n_sources, n_channels, n_bins), all_spectra,
-                             own_spectra, projected_all, projected_own)
-            length = stop - start + filters_len - 1
-            time_all = np.ascontiguousarray(_irfft(projected_all, fft_length, 1)[:, :, :length])
-            time_own = np.ascontiguousarray(_irfft(projected_own, fft_length, 1)[:, :, :length])
-            _frame_criteria(references, estimates, start, stop, time_all, time_own, results,
-                            frame)
+            np.fft.rfft(frame_signal[0], fft_length, axis=-1,
+                        out=spectra.reshape(n_sources * n_channels, n_bins))
+            _project_spectra(spectra, all_spectra, own_spectra, projected_all, projected_own)
+            np.fft.irfft(projected_all, fft_length, axis=-1, out=time_all)
+            np.fft.irfft(projected_own, fft_length, axis=-1, out=time_own)
+            _frame_criteria(references, estimates, start, stop, time_all, time_own,
+                            stop - start + filters_len - 1, results, frame)
 
     if threads == 1:
         score_frames(scored)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 
 from numba_demucs.errors import EvaluationError
@@ -25,6 +26,18 @@ def register(subparsers) -> None:
     source.add_argument("--checkpoint", help="model checkpoint file to run")
     source.add_argument("--estimates", help="folder of estimates DIR/TRACK/SOURCE.wav")
     musdb.add_argument("-o", "--output", required=True, help="results folder")
+    separation = musdb.add_argument_group(
+        "separation (with -n or --checkpoint; the defaults are demucs')")
+    separation.add_argument("--shifts", type=int, default=1,
+                            help="random time shifts averaged (default 1)")
+    separation.add_argument("--overlap", type=float, default=0.25,
+                            help="overlap between segments (default 0.25)")
+    separation.add_argument("--no-split", action="store_true",
+                            help="run the model on the whole track at once")
+    separation.add_argument("--segment", type=float,
+                            help="segment length in seconds (default: the model's)")
+    separation.add_argument("--seed", type=int,
+                            help="seed for the shift offsets (default: Python's random, as demucs)")
     musdb.add_argument("--jobs", type=int, default=1, help="tracks scored in parallel (processes)")
     musdb.add_argument("--dask-scheduler", metavar="ADDRESS",
                        help="send one task per track to this dask.distributed scheduler")
@@ -63,11 +76,21 @@ def run_musdb(args) -> int:
     if args.estimates is not None and not os.path.isdir(args.estimates):
         raise EvaluationError(f"{args.estimates}: estimates folder not found")
     tracks = musdb.find_tracks(args.root, args.subset, args.tracks)
-    model = args.model or args.checkpoint
-    tasks = [runner.TrackTask(track, estimates_dir=args.estimates, model=model)
+    options = runner.SeparationOptions(shifts=args.shifts, overlap=args.overlap,
+                                       split=not args.no_split, segment=args.segment,
+                                       seed=args.seed)
+    tasks = [runner.TrackTask(track, estimates_dir=args.estimates, model=args.model,
+                              checkpoint=args.checkpoint, separation=options)
              for track in tracks]
-    runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
-               dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
+    todo = runner.pending_tasks(tasks, args.output, args.force)
+    if todo and args.estimates is None:
+        # Resolve and load the model before any track: a wrong name or a broken checkpoint
+        # fails at once, and with --jobs 1 this process keeps the loaded model.
+        runner.load_separator(args.model, args.checkpoint)
+    finished = runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
+                          dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
+    print(f"{len(finished)} tracks scored, {len(tasks) - len(todo)} skipped (already in "
+          f"{args.output})", file=sys.stderr)
     from . import report
 
     results = {track.name: report.read_track(runner.result_path(args.output, track))

@@ -88,7 +88,19 @@ def _read_stem_file(track: Track, stems):
                                          dtype=np.float32)
     except Exception as error:
         raise AudioError(f"{track.path}: cannot decode stems ({error})") from None
+    if len(stems) == 1 and audio.ndim == 2:  # stempeg drops the stem axis for one stem
+        audio = audio[None]
+    if audio.ndim != 3 or audio.shape[0] != len(stems):
+        raise AudioError(f"{track.path}: expected {len(stems)} stereo streams, decoded an "
+                         f"array of shape {audio.shape}")
     return [(np.ascontiguousarray(a), int(rate)) for a in audio]
+
+
+def stem_location(track: Track, stem: str) -> str:
+    """How errors name one stem: its wav file, or ``FILE.stem.mp4:STEM``."""
+    if track.is_stem_file:
+        return f"{track.path}:{stem}"
+    return os.path.join(track.path, f"{stem}.wav")
 
 
 def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
@@ -98,7 +110,8 @@ def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
     is named in the error.
     """
     if track.is_stem_file:
-        loaded = list(zip([f"{track.path}:{s}" for s in stems], _read_stem_file(track, stems)))
+        loaded = list(zip([stem_location(track, s) for s in stems],
+                          _read_stem_file(track, stems)))
     else:
         loaded = []
         for stem in stems:

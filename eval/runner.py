@@ -9,6 +9,8 @@ workers only need to read the audio.
 """
 from __future__ import annotations
 
+import glob
+import importlib.util
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -21,18 +23,40 @@ import numpy as np
 from numba_demucs.errors import EvaluationError
 
 from .bsseval import bss_eval
-from .musdb import SOURCES, Track, load_mixture, load_stems, read_audio, stack_stems
+from .musdb import (SOURCES, Track, load_mixture, load_stems, read_audio, stack_stems,
+                    stem_location)
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 
 
 @dataclass(frozen=True)
+class SeparationOptions:
+    """How the separator runs: ``numba_demucs.apply_model``'s options, demucs' defaults.
+
+    ``seed`` fixes the random shift offsets (``apply_model(seed=...)``, the same offsets for
+    every track); ``None`` draws them from Python's global ``random``, as demucs does.
+    """
+
+    shifts: int = 1
+    overlap: float = 0.25
+    split: bool = True
+    segment: float | None = None
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class TrackTask:
-    """What a worker needs to score one track: where the estimates come from."""
+    """What a worker needs to score one track: where the estimates come from.
+
+    Exactly one of ``estimates_dir`` (a folder of ``TRACK/SOURCE.wav``), ``model`` (a
+    pretrained model name) and ``checkpoint`` (a model file) is set.
+    """
 
     track: Track
     estimates_dir: str | None = None
     model: str | None = None
+    checkpoint: str | None = None
+    separation: SeparationOptions = SeparationOptions()
     window: float = 1.0
     hop: float = 1.0
 
@@ -71,16 +95,52 @@ def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
     return {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
 
 
+_TEMPORARY_SUFFIX = ".tmp"
+
+
 def write_json_atomically(path, document) -> None:
     """Write to a temporary name beside ``path`` and rename, so a crash leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as handle:
-        json.dump(document, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}{_TEMPORARY_SUFFIX}")
+    try:
+        with open(temporary, "w") as handle:
+            json.dump(document, handle, indent=2)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:  # Ctrl-C or a full disk mid-write: leave nothing behind
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temporaries(output, tracks) -> list[Path]:
+    """Delete ``.TRACK.json.PID.tmp`` files whose writer process is gone.
+
+    Only a killed process (SIGKILL, power loss) leaves one, between writing and renaming;
+    its track has no JSON yet and is scored again. A live writer's file is kept.
+    """
+    removed = []
+    for track in tracks:
+        final = result_path(output, track)
+        if not final.parent.is_dir():
+            continue
+        for temporary in final.parent.glob(f".{glob.escape(final.name)}.*{_TEMPORARY_SUFFIX}"):
+            pid = temporary.name[len(final.name) + 2 : -len(_TEMPORARY_SUFFIX)]
+            if pid.isdigit() and not _process_alive(int(pid)):
+                temporary.unlink(missing_ok=True)
+                removed.append(temporary)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def result_path(output, track: Track) -> Path:
@@ -119,21 +179,79 @@ def load_estimates(folder, sources, references, rate) -> np.ndarray:
 _MODELS: dict = {}
 
 
-def separate(model_ref: str, mixture: np.ndarray, rate: int, sources) -> np.ndarray:
-    """Our separator on one mixture ``(channels, samples)`` -> ``(sources, samples, channels)``."""
+def load_separator(model: str | None = None, checkpoint: str | None = None):
+    """The model to separate with, loaded once per process.
+
+    This is the one place where a model is resolved: a pretrained name through
+    ``numba_demucs.pretrained.get_model`` when that module exists, a file through
+    ``numba_demucs.load_model``. (When ``numba_demucs.Separator`` lands, ``load_separator``
+    and ``separate`` are what to switch to it.)
+    """
+    key = ("name", model) if model is not None else ("file", checkpoint)
+    if key in _MODELS:
+        return _MODELS[key]
     import numba_demucs
 
-    model = _MODELS.get(model_ref)
-    if model is None:
-        model = _MODELS[model_ref] = numba_demucs.load_model(model_ref)
+    if model is not None:
+        # find_spec, not a caught ImportError: a resolver that exists but fails to import
+        # must show its own error, not this one.
+        if importlib.util.find_spec("numba_demucs.pretrained") is None:
+            raise EvaluationError(
+                f"-n {model}: this numba-demucs cannot resolve pretrained model names yet "
+                "(no numba_demucs.pretrained module); download the model's checkpoint and "
+                "pass it with --checkpoint PATH (a .th, .safetensors or bag .yaml)")
+        from numba_demucs import pretrained
+
+        loaded = pretrained.get_model(model)
+    elif checkpoint is not None:
+        loaded = numba_demucs.load_model(checkpoint)
+    else:
+        raise EvaluationError("no model given: pass a model name or a checkpoint")
+    _MODELS[key] = loaded
+    return loaded
+
+
+def normalised_apply(model, mixture: np.ndarray, options: SeparationOptions) -> np.ndarray:
+    """``apply_model`` on one mixture ``(channels, samples)`` the way demucs separates.
+
+    demucs (``demucs.api.Separator.separate_tensor``, which ``demucs.separate`` uses, and
+    ``demucs.evaluate``) standardises the mixture by the mean and standard deviation of its
+    mono downmix before the model and undoes it on the outputs; the models are trained on
+    standardised input. ``std`` is torch's unbiased estimate (``ddof=1``) and, as in
+    ``Separator``, gets ``1e-8`` added so a silent mixture does not divide by zero.
+    Returns ``(sources, channels, samples)`` in the model's source order.
+    """
+    import numba_demucs
+
+    mono = mixture.astype(np.float64).mean(axis=0)
+    mean = mono.mean()
+    std = mono.std(ddof=1) + 1e-8 if mono.shape[0] > 1 else 1.0
+    dtype = model.dtype.type
+    standardised = ((mixture - dtype(mean)) / dtype(std)).astype(model.dtype)
+    separated = numba_demucs.apply_model(
+        model, standardised[None], shifts=options.shifts, split=options.split,
+        overlap=options.overlap, segment=options.segment, seed=options.seed)[0]
+    return separated * dtype(std) + dtype(mean)
+
+
+def separate(task: TrackTask, mixture: np.ndarray, rate: int, sources) -> np.ndarray:
+    """Our separator on one mixture ``(channels, samples)`` -> ``(sources, samples, channels)``."""
+    from numba_demucs.errors import NumbaDemucsError
+
+    model = load_separator(task.model, task.checkpoint)
+    described = task.model or task.checkpoint
     if int(model.samplerate) != rate:
-        raise EvaluationError(f"model {model_ref} runs at {model.samplerate} Hz but the track "
-                              f"is {rate} Hz")
+        raise EvaluationError(f"{task.track.path}: model {described} runs at "
+                              f"{model.samplerate} Hz but the track is {rate} Hz")
     missing = [s for s in sources if s not in model.sources]
     if missing:
-        raise EvaluationError(f"model {model_ref} does not produce {', '.join(missing)}")
-    separated = numba_demucs.apply_model(model, mixture[None].astype(np.float32), shifts=1,
-                                         split=True, overlap=0.25)[0]
+        raise EvaluationError(f"model {described} does not produce {', '.join(missing)}")
+    try:
+        separated = normalised_apply(model, mixture, task.separation)
+    except EvaluationError:
+        raise
+    except NumbaDemucsError as error:  # e.g. a mono mixture for a stereo model
+        raise EvaluationError(f"{task.track.path}: {error}") from None
     order = [list(model.sources).index(s) for s in sources]
     return np.ascontiguousarray(np.asarray(separated)[order].transpose(0, 2, 1))
 
@@ -144,8 +262,8 @@ def score_track(task: TrackTask) -> dict:
     references, rate = load_stems(track, SOURCES)
     for source, audio in zip(SOURCES, references):
         if not np.any(audio.sum(axis=1) != 0):
-            raise EvaluationError(f"{os.path.join(track.path, source + '.wav')}: the reference "
-                                  "is silent (all zeros); BSS Eval is undefined for it")
+            raise EvaluationError(f"{stem_location(track, source)}: the reference is silent "
+                                  "(all zeros); BSS Eval is undefined for it")
     if task.estimates_dir is not None:
         estimates = load_estimates(os.path.join(task.estimates_dir, track.name), SOURCES,
                                    references, rate)
@@ -153,7 +271,7 @@ def score_track(task: TrackTask) -> dict:
         mixture, mix_rate = load_mixture(track)
         if mix_rate != rate or mixture.shape[1] != references.shape[1]:
             raise EvaluationError(f"{track.path}: mixture and stems differ in rate or length")
-        estimates = separate(task.model, mixture, rate, SOURCES)
+        estimates = separate(task, mixture, rate, SOURCES)
     try:
         sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=task.window,
                                       hop=task.hop)
@@ -187,6 +305,7 @@ def run(tasks, output, jobs=1, force=False, dask_scheduler=None, progress=True,
     ``on_track_done(track, path)`` is called after each JSON is in place; an exception
     from it (or from scoring) stops the run, and the finished tracks stay done.
     """
+    remove_stale_temporaries(output, [task.track for task in tasks])
     todo = pending_tasks(tasks, output, force)
     finished = []
     with _progress(progress) as bar:
