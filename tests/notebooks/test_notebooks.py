@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 SCRIPTS = sorted(NOTEBOOKS_DIR.glob("[0-9]*.py"))
 # Generous per cell: numba compiles the kernels on first use in a fresh kernel process.
 CELL_TIMEOUT_SECONDS = 600
+ANSI_ESCAPE = r"\x1b\[[0-9;]*m"
 
 
 def _require(module: str):
@@ -77,5 +79,6 @@ def test_notebook_runs_top_to_bottom(path):
     try:
         client.execute()
     except nbclient.exceptions.CellExecutionError as error:
-        pytest.fail(f"{path.name} raised:\n{error}", pytrace=False)
+        # IPython colours its tracebacks; pytest's report is plain text.
+        pytest.fail(f"{path.name} raised:\n{re.sub(ANSI_ESCAPE, '', str(error))}", pytrace=False)
     print(f"{path.name}: {time.perf_counter() - started:.1f} s")
