@@ -382,6 +382,15 @@ def plot(result: DiffResult, path, floor: Sequence[float | None] | DiffResult | 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    fig = Figure(figsize=(min(4 + 0.12 * len(result.points), 40), 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    draw_errors(fig.add_subplot(), result, floor)
+    fig.savefig(path, format="png", dpi=110)
+
+
+def draw_errors(ax, result: DiffResult,
+                floor: Sequence[float | None] | DiffResult | None = None) -> None:
+    """Draw what ``plot`` writes on a matplotlib ``ax`` (in a notebook, one from pyplot)."""
     n = len(result.points)
     errors = [p["error"] for p in result.points]
     finite = [e for e in errors if e is not None and math.isfinite(e) and e > 0]
@@ -396,9 +405,6 @@ def plot(result: DiffResult, path, floor: Sequence[float | None] | DiffResult | 
         return [np.nan if v is None else (bottom if v <= 0 else (top if not math.isfinite(v) else v))
                 for v in values]
 
-    fig = Figure(figsize=(min(4 + 0.12 * n, 40), 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
     x = np.arange(n)
     ax.plot(x, clip(errors), marker=".", linewidth=1, label="ours vs reference")
     if floor_vals is not None:
@@ -419,4 +425,33 @@ def plot(result: DiffResult, path, floor: Sequence[float | None] | DiffResult | 
     ax.set_xticks(x[::step])
     ax.set_xticklabels([result.points[i]["name"] for i in range(0, n, step)], rotation=90, fontsize=6)
     ax.legend(loc="upper left", fontsize=8)
-    fig.savefig(path, format="png", dpi=110)
+
+
+def points_frame(result: DiffResult, only_diverged: bool = False):
+    """The diff as a pandas DataFrame, one row per point in forward order (``render_table``'s columns).
+
+    ``error`` is the worst relative error of the point (what ``plot`` draws); ``rel_l2``,
+    ``max_abs`` and ``snr_db`` are empty unless both dumps saved the tensors.
+    """
+    import pandas as pd
+
+    rows = []
+    for position, p in enumerate(result.points):
+        if only_diverged and p["status"] == "ok":
+            continue
+        tensor = p["tensor"] or {}
+        rows.append({
+            "position": position,
+            "point": p["name"],
+            "context": " ".join(f"{k}={v}" for k, v in (p["context"] or {}).items()),
+            "shape": "×".join(map(str, p["shape_reference"])),
+            "error": p["error"],
+            "rel_l2": tensor.get("rel_l2"),
+            "max_abs": tensor.get("max_abs_error"),
+            "snr_db": tensor.get("snr_db"),
+            "status": p["status"],
+            "reasons": ", ".join(p["reasons"]),
+        })
+    columns = ["position", "point", "context", "shape", "error", "rel_l2", "max_abs", "snr_db",
+               "status", "reasons"]
+    return pd.DataFrame(rows, columns=columns).set_index("position")

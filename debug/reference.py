@@ -32,6 +32,12 @@ ARCHITECTURES = {
     "defaults": dict(sources=FOUR_SOURCES),
 }
 
+# Overrides for build_model: an architecture's layers and trace points at toy width with a
+# 0.5 s segment, so both sides trace a second of audio in seconds (tests, notebooks).
+# dconv_comp=4 keeps two channels in the outer DConv branches (one would make their conv bias
+# vanish under the one-group GroupNorm that follows, for any implementation).
+TINY = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32)
+
 
 def build_model(architecture="htdemucs", seed=0, perturb=True, **overrides):
     """A randomly initialised demucs HTDemucs with the named architecture, in eval mode."""

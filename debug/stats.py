@@ -13,6 +13,8 @@ tensor is empty) the statistics and the arg indices are ``None``.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 # Statistics that are floats (or None); dumpfile encodes their non-finite values.
@@ -98,3 +100,29 @@ def snr_db(reference, estimate):
     axes = tuple(range(1, reference.ndim))
     with np.errstate(divide="ignore"):
         return 10 * np.log10((reference ** 2).sum(axis=axes) / (error ** 2).sum(axis=axes))
+
+
+def channel_stats(array, axis: int = 0):
+    """Statistics of each slice of ``array`` along ``axis`` (a channel), as a pandas DataFrame.
+
+    Columns ``mean``, ``std`` (population), ``min``, ``max``, ``rms`` and ``nonfinite``, one row
+    per channel, computed in float64 over the finite elements. A single broken filter shows up
+    as one channel whose row stands out, which a whole-tensor record averages away.
+    """
+    import pandas as pd
+
+    a = np.moveaxis(np.asarray(array, dtype=np.float64), axis, 0).reshape(np.shape(array)[axis], -1)
+    finite = np.isfinite(a)
+    values = np.where(finite, a, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN channel gives NaN, not a warning
+        frame = pd.DataFrame({
+            "mean": np.nanmean(values, axis=1),
+            "std": np.nanstd(values, axis=1),
+            "min": np.nanmin(values, axis=1),
+            "max": np.nanmax(values, axis=1),
+            "rms": np.sqrt(np.nanmean(values ** 2, axis=1)),
+            "nonfinite": (~finite).sum(axis=1),
+        })
+    frame.index.name = "channel"
+    return frame

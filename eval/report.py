@@ -124,22 +124,61 @@ def write_csv(path, methods) -> None:
                 writer.writerow([name, "*", target, *(metrics[m] for m in METRICS)])
 
 
-def plot(path, methods) -> None:
-    """One box plot per source: per-track median SDR of each method."""
-    try:
-        import matplotlib
+def per_track_frame(methods):
+    """Median over frames per track and source, methods side by side, as a pandas DataFrame.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise EvaluationError("--plot needs matplotlib (pip install 'numba-demucs[eval]')") \
-            from None
+    ``methods`` is ``{name: read_results(...)}``. Rows are ``(track, target)``, columns
+    ``(method, metric)``: the table ``eval report`` prints first. A method without a track or
+    target has NaN there.
+    """
+    import pandas as pd
+
+    columns = {}
+    for name, results in methods.items():
+        for track, targets in track_medians(results).items():
+            for target, metrics in targets.items():
+                for metric in METRICS:
+                    columns.setdefault((name, metric), {})[(track, target)] = metrics[metric]
+    frame = pd.DataFrame(columns)
+    frame.index.names = ["track", "target"]
+    frame.columns.names = ["method", "metric"]
+    return frame.sort_index(level="track", sort_remaining=False)
+
+
+def aggregate_frame(methods, mean_of_sources=True):
+    """The SiSEC aggregate per target, methods side by side, as a pandas DataFrame.
+
+    With ``mean_of_sources`` a last row holds the mean over the targets, the single number
+    Demucs and most papers quote.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame({(name, metric): {target: scores[metric]
+                                           for target, scores in aggregate(results).items()}
+                          for name, results in methods.items() for metric in METRICS})
+    frame.index.name = "target"
+    frame.columns.names = ["method", "metric"]
+    if mean_of_sources and len(frame) > 1:
+        frame.loc["mean of sources"] = frame.mean(axis=0)
+    return frame
+
+
+def sdr_boxplots(methods, figure=None):
+    """Draw one box plot per source of per-track median SDR, a box per method; returns the figure.
+
+    ``figure`` is a matplotlib Figure to draw on (in a notebook, ``plt.figure(...)``); by
+    default a new one is made without pyplot.
+    """
     medians = {name: track_medians(results) for name, results in methods.items()}
     targets = []
     for per_method in medians.values():
         for per_track in per_method.values():
             targets.extend(t for t in per_track if t not in targets)
-    figure, axes = plt.subplots(1, len(targets), figsize=(3.2 * len(targets), 4), squeeze=False)
+    if figure is None:
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(3.2 * len(targets), 4))
+    axes = figure.subplots(1, len(targets), squeeze=False)
     for axis, target in zip(axes[0], targets):
         data = []
         for per_method in medians.values():
@@ -151,9 +190,20 @@ def plot(path, methods) -> None:
         axis.set_ylabel("SDR (dB), median over frames")
         axis.grid(axis="y", alpha=0.3)
     figure.tight_layout()
+    return figure
+
+
+def plot(path, methods) -> None:
+    """Write ``sdr_boxplots`` to a PNG."""
+    try:
+        # Agg canvas, no pyplot: a notebook calling this keeps its own backend.
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    except ImportError:
+        raise EvaluationError("--plot needs matplotlib (pip install 'numba-demucs[eval]')") \
+            from None
+    figure = sdr_boxplots(methods)
+    FigureCanvasAgg(figure)
     try:
         figure.savefig(path)
     except OSError as error:
         raise EvaluationError(f"{path}: cannot write the plot ({error})") from None
-    finally:
-        plt.close(figure)

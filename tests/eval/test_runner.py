@@ -12,21 +12,12 @@ museval = pytest.importorskip("museval")
 
 from numba_demucs.errors import AudioError, EvaluationError  # noqa: E402
 from numba_demucs.eval import cli, musdb, report, runner  # noqa: E402
+from numba_demucs.eval.synthetic import write_track  # noqa: E402
 
 import signals  # noqa: E402
 
 TRACKS = {"Alpha - One": 2.3, "Beta - Two": 2.0, "Gamma - Three": 1.6}
 SR = signals.SR
-
-
-def write_track(root, name, seconds, rng):
-    references = signals.tones(rng, 4, seconds, floor=0.05) * 0.2
-    folder = root / "test" / name
-    folder.mkdir(parents=True)
-    for source, audio in zip(musdb.SOURCES, references):
-        soundfile.write(folder / f"{source}.wav", audio, SR, subtype="PCM_16")
-    soundfile.write(folder / "mixture.wav", references.sum(axis=0), SR, subtype="PCM_16")
-    return references
 
 
 @pytest.fixture(scope="module")
@@ -423,3 +414,22 @@ def test_pretrained_name_without_a_resolver_is_a_clear_error(dataset, tmp_path, 
     error = capsys.readouterr().err
     assert "htdemucs_ft" in error and "--checkpoint" in error and "Traceback" not in error
     assert not output.exists()  # failed before any track
+
+
+def test_report_frames_put_methods_side_by_side(scored, tmp_path):
+    pytest.importorskip("pandas")
+    methods = {"ours": report.read_results(scored), "again": report.read_results(scored)}
+    per_track = report.per_track_frame(methods)
+    medians = report.track_medians(methods["ours"])
+    assert list(per_track.index.get_level_values("track").unique()) == sorted(TRACKS)
+    assert per_track.loc[("Beta - Two", "bass"), ("ours", "SDR")] == \
+        medians["Beta - Two"]["bass"]["SDR"]
+    assert per_track["ours"].equals(per_track["again"])
+    aggregate = report.aggregate_frame(methods)
+    assert list(aggregate.index) == [*musdb.SOURCES, "mean of sources"]
+    sisec = report.aggregate(methods["ours"])
+    assert aggregate.loc["vocals", ("ours", "SIR")] == sisec["vocals"]["SIR"]
+    assert aggregate.loc["mean of sources", ("ours", "SDR")] == pytest.approx(
+        np.mean([sisec[t]["SDR"] for t in musdb.SOURCES]))
+    figure = report.sdr_boxplots(methods)
+    assert [axis.get_title() for axis in figure.axes] == list(musdb.SOURCES)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from numba_demucs.debug.diff import DEFAULT_TOLERANCES, diff_dumps, plot, render_table
+from numba_demucs.debug.diff import (DEFAULT_TOLERANCES, diff_dumps, draw_errors, plot,
+                                     points_frame, render_table)
 from numba_demucs.debug.dumpfile import Dump, read_dump, write_dump
 from numba_demucs.debug.stats import tensor_stats
 
@@ -261,3 +262,28 @@ def test_min_is_measured_against_the_largest_magnitude(shift, diverges):
     result = diff_dumps(_dump([ref]), _dump([ours]), rtol=1e-4, atol=0.0)
     assert (result.first_divergence == "m") is diverges
     assert result.points[0]["errors"]["min"] == pytest.approx(shift / 3, rel=1e-9)
+
+
+def test_points_frame_has_one_row_per_point_and_marks_the_first_divergence():
+    pd = pytest.importorskip("pandas")
+    ours = _records()
+    ours[2] = _scaled(ours[2], 1.01)
+    result = diff_dumps(_dump(_records()), _dump(ours))
+    frame = points_frame(result)
+    assert isinstance(frame, pd.DataFrame)
+    assert list(frame["point"]) == NAMES and list(frame.index) == [0, 1, 2, 3, 4]
+    assert frame.loc[2, "status"] == "first_divergence"
+    assert frame.loc[2, "error"] == pytest.approx(result.points[2]["error"])
+    assert frame.loc[0, "error"] == 0.0
+    assert list(points_frame(result, only_diverged=True).index) == [2]
+
+
+def test_draw_errors_marks_the_first_divergence_on_given_axes():
+    from matplotlib.figure import Figure
+
+    ours = _records()
+    ours[2] = _scaled(ours[2], 1.01)
+    ax = Figure().add_subplot()
+    draw_errors(ax, diff_dumps(_dump(_records()), _dump(ours)))
+    assert [line.get_xdata()[0] for line in ax.lines if line.get_color() == "red"] == [2]
+    assert any("first divergence: encoder.1" in text.get_text() for text in ax.texts)

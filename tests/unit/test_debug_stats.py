@@ -147,3 +147,18 @@ def test_print_demucs_cpp_record_precision_and_empty():
     print_demucs_cpp(np.full((1, 2), np.nan), "bad", file=out)
     lines = out.getvalue().splitlines()
     assert lines[2] == "\tmin: nan" and lines[7] == "\tmin idx: (-1, -1)"
+
+
+def test_channel_stats_one_row_per_channel_along_the_axis():
+    pytest.importorskip("pandas")
+    from numba_demucs.debug.stats import channel_stats
+
+    array = np.zeros((2, 3, 4))
+    array[:, 1, :] = [1.0, -1.0, 3.0, -3.0]
+    array[0, 2, 0] = np.nan
+    frame = channel_stats(array, axis=1)
+    assert list(frame.index) == [0, 1, 2]
+    assert frame.loc[1, "mean"] == 0.0 and frame.loc[1, "max"] == 3.0 and frame.loc[1, "min"] == -3.0
+    assert frame.loc[1, "rms"] == pytest.approx(np.sqrt(5.0))
+    assert frame.loc[1, "std"] == pytest.approx(np.sqrt(5.0))
+    assert frame.loc[2, "nonfinite"] == 1 and frame.loc[2, "mean"] == 0.0
