@@ -10,7 +10,6 @@ workers only need to read the audio.
 from __future__ import annotations
 
 import glob
-import importlib.util
 import json
 import os
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -180,31 +179,18 @@ _MODELS: dict = {}
 
 
 def load_separator(model: str | None = None, checkpoint: str | None = None):
-    """The model to separate with, loaded once per process.
-
-    This is the one place where a model is resolved: a pretrained name through
-    ``numba_demucs.pretrained.get_model`` when that module exists, a file through
-    ``numba_demucs.load_model``. (When ``numba_demucs.Separator`` lands, ``load_separator``
-    and ``separate`` are what to switch to it.)
-    """
+    """The model to separate with, loaded once per process: a pretrained name through
+    ``numba_demucs.pretrained.get_model`` (cache, download, checksums), a file through
+    ``pretrained.load_checkpoint``."""
     key = ("name", model) if model is not None else ("file", checkpoint)
     if key in _MODELS:
         return _MODELS[key]
-    import numba_demucs
+    from numba_demucs import pretrained
 
     if model is not None:
-        # find_spec, not a caught ImportError: a resolver that exists but fails to import
-        # must show its own error, not this one.
-        if importlib.util.find_spec("numba_demucs.pretrained") is None:
-            raise EvaluationError(
-                f"-n {model}: this numba-demucs cannot resolve pretrained model names yet "
-                "(no numba_demucs.pretrained module); download the model's checkpoint and "
-                "pass it with --checkpoint PATH (a .th, .safetensors or bag .yaml)")
-        from numba_demucs import pretrained
-
         loaded = pretrained.get_model(model)
     elif checkpoint is not None:
-        loaded = numba_demucs.load_model(checkpoint)
+        loaded = pretrained.load_checkpoint(checkpoint)
     else:
         raise EvaluationError("no model given: pass a model name or a checkpoint")
     _MODELS[key] = loaded
@@ -212,26 +198,19 @@ def load_separator(model: str | None = None, checkpoint: str | None = None):
 
 
 def normalised_apply(model, mixture: np.ndarray, options: SeparationOptions) -> np.ndarray:
-    """``apply_model`` on one mixture ``(channels, samples)`` the way demucs separates.
+    """The model on one mixture ``(channels, samples)`` at its rate, the way demucs separates.
 
     demucs (``demucs.api.Separator.separate_tensor``, which ``demucs.separate`` uses, and
-    ``demucs.evaluate``) standardises the mixture by the mean and standard deviation of its
-    mono downmix before the model and undoes it on the outputs; the models are trained on
-    standardised input. ``std`` is torch's unbiased estimate (``ddof=1``) and, as in
-    ``Separator``, gets ``1e-8`` added so a silent mixture does not divide by zero.
+    ``demucs.evaluate``) standardises the mixture by the mean and unbiased standard deviation
+    of its mono downmix (plus 1e-8) before the model and undoes it on the outputs; the models
+    are trained on standardised input. ``numba_demucs.Separator`` does exactly that.
     Returns ``(sources, channels, samples)`` in the model's source order.
     """
-    import numba_demucs
+    from numba_demucs import Separator
 
-    mono = mixture.astype(np.float64).mean(axis=0)
-    mean = mono.mean()
-    std = mono.std(ddof=1) + 1e-8 if mono.shape[0] > 1 else 1.0
-    dtype = model.dtype.type
-    standardised = ((mixture - dtype(mean)) / dtype(std)).astype(model.dtype)
-    separated = numba_demucs.apply_model(
-        model, standardised[None], shifts=options.shifts, split=options.split,
-        overlap=options.overlap, segment=options.segment, seed=options.seed)[0]
-    return separated * dtype(std) + dtype(mean)
+    separator = Separator(model, shifts=options.shifts, overlap=options.overlap,
+                          split=options.split, segment=options.segment, seed=options.seed)
+    return separator.separate_model_rate(mixture)
 
 
 def separate(task: TrackTask, mixture: np.ndarray, rate: int, sources) -> np.ndarray:

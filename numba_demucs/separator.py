@@ -121,8 +121,7 @@ class Separator:
         downmix = wav.mean(axis=0, dtype=np.float64)
         mean = np.float32(downmix.mean())
         spread = downmix.std(ddof=1) if downmix.size > 1 else 0.0
-        # A constant (DC-only) mix has no spread to divide by; it is separated unscaled.
-        std = np.float32(spread) + np.float32(1e-8) if spread > 0 else np.float32(1.0)
+        std = np.float32(spread) + np.float32(1e-8)
         out = apply_model(self.model, ((wav - mean) / std)[None], shifts=self.shifts,
                           split=self.split, overlap=self.overlap, segment=self.segment,
                           seed=self.seed, jobs=self.jobs,

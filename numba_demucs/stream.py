@@ -20,6 +20,7 @@ import dataclasses
 import os
 import random
 import tempfile
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +49,7 @@ class _Input:
             self.file = soundfile.SoundFile(str(path))
         except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
             raise audio._open_error(path, error) from None
+        self.lock = threading.Lock()
         self.resampler = (audio.SincResampler(self.rate, model_rate)
                           if self.rate != model_rate else None)
         self.length = (self.resampler.output_length(self.frames) if self.resampler
@@ -59,8 +61,9 @@ class _Input:
     def read_clamped(self, start: int, stop: int, channels: int | None = None) -> np.ndarray:
         """Input-rate samples ``[start, stop)``, indices clamped into the file."""
         first, last = max(start, 0), min(stop, self.frames)
-        self.file.seek(first)
-        data = self.file.read(last - first, dtype="float32", always_2d=True).T
+        with self.lock:  # segments read from worker threads; seek + read must not interleave
+            self.file.seek(first)
+            data = self.file.read(last - first, dtype="float32", always_2d=True).T
         if data.shape[1] != last - first:
             raise AudioError(f"{self.path}: the file ends early (read {data.shape[1]} of "
                              f"{last - first} samples at {first})")
@@ -278,7 +281,7 @@ def separate_file(separator, path, out, *, filename, two_stems, other_method, fo
         mean, spread, nonzero = source.statistics()
         length = source.length
         mean32 = np.float32(mean)
-        std = np.float32(spread) + np.float32(1e-8) if spread > 0 else np.float32(1.0)
+        std = np.float32(spread) + np.float32(1e-8)
         if nonzero:
             _separate_into(separator, source, scratch, names, two_stems, length, mean32, std,
                            stem_channels, callback)
