@@ -209,7 +209,11 @@ def test_bad_tracks_are_reported_and_the_batch_goes_on(tmp_path, checkpoint, son
 
 def test_model_and_option_errors_are_one_line(tmp_path, checkpoint, song):
     track = write_wav(tmp_path / "t.wav", song)
+    mislabelled = tmp_path / f"{SIGNATURE}-00000000.th"
+    mislabelled.write_bytes(checkpoint.read_bytes())
     cases = {
+        ("-n", "mdx"): "are demucs v3 models (Demucs/HDemucs), not HTDemucs",
+        ("--checkpoint", mislabelled): f"{SIGNATURE}-00000000.th: checksum mismatch",
         ("--checkpoint", tmp_path / "none.th"): "none.th: no such checkpoint file",
         ("--checkpoint", checkpoint, "--two-stems", "kazoo"): "--two-stems kazoo: model",
         ("--checkpoint", checkpoint, "--segment", "9"): "--segment 9.0 is longer than",
