@@ -6,8 +6,9 @@
 Each run is a fresh process (`numba-demucs separate --shifts 0 -q`) on generated stereo
 noise at 44.1 kHz; its peak RSS is VmHWM from /proc/self/status at the end of that process. The checkpoint is
 generated with PyTorch demucs (the `reference` extra): `htdemucs` is the official
-architecture; `tiny` is the same model class at 8 channels with 4 s segments, which keeps a
-20-minute run short and leaves the track-length buffers as most of what is measured.
+architecture; `tiny` is the same model class at 8 channels, nfft 1024, one transformer layer
+and 8 s segments, which keeps a 20-minute run short and leaves the track-length buffers as
+most of what is measured.
 """
 from __future__ import annotations
 
@@ -48,7 +49,8 @@ def make_checkpoint(kind: str, folder: Path) -> Path:
     from numba_demucs.debug import reference
 
     overrides = {} if kind == "htdemucs" else dict(
-        channels=8, dconv_comp=4, segment=Fraction(4), t_layers=2, bottom_channels=16)
+        channels=8, dconv_comp=4, segment=Fraction(8), t_layers=1, bottom_channels=16,
+        nfft=1024)
     return reference.save_th(reference.build_model("htdemucs", seed=0, **overrides), folder)
 
 

@@ -88,9 +88,9 @@ def _peak_rss_mib(checkpoint, track, out, stream):
 def test_stream_memory_does_not_grow_with_the_track(tmp_path):
     """Peak RSS for 15 s and 135 s of audio: the in-memory path grows by the track's buffers
     (tens of bytes per stereo sample), the streaming path by far less. (A tiny model with
-    4 s segments keeps this quick.)"""
+    8 s segments and a 1024-point STFT keeps this quick.)"""
     checkpoint = reference.save_th(reference.build_model(
-        "htdemucs", seed=8, **{**TINY, "segment": Fraction(4)}), tmp_path)
+        "htdemucs", seed=8, **{**TINY, "segment": Fraction(8), "nfft": 1024}), tmp_path)
     rss = {}
     for seconds in (15, 135):
         track = tmp_path / f"{seconds}.wav"
