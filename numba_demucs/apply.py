@@ -9,6 +9,7 @@ pick the same offsets.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +18,7 @@ from typing import Callable
 import numpy as np
 
 from . import trace
+from ._threads import blas_threads, default_jobs, share_malloc_arena
 from .errors import NumbaDemucsError
 from .models.bag import BagOfModels
 
@@ -145,30 +147,47 @@ class _Runner:
                 self.callback({**context, "segment_offset": offsets[index], "segments": len(offsets)})
             return result
 
-        if self.jobs > 1:
-            pool = ThreadPoolExecutor(self.jobs)
-            try:
-                results = list(pool.map(run, range(len(offsets))))
-            finally:
-                # On Ctrl-C or an error, drop the queued segments instead of running them all.
-                pool.shutdown(wait=True, cancel_futures=True)
-        else:
-            results = [run(i) for i in range(len(offsets))]
-
         out = np.zeros((batch, len(model.sources), channels, length), dtype=dtype)
         sum_weight = np.zeros(length, dtype=dtype)
         weight = transition_weights(segment_length, self.transition_power, dtype)
-        for offset, chunk_out in zip(offsets, results):
+
+        def accumulate(offset, chunk_out):
             chunk_length = chunk_out.shape[-1]
             out[..., offset:offset + segment_length] += weight[:chunk_length] * chunk_out
             sum_weight[offset:offset + segment_length] += weight[:chunk_length]
+
+        # Each segment's output is added as soon as it is ready, in offset order (demucs'
+        # accumulation order), so memory holds the output buffer and a few segments, not
+        # every segment's output at once.
+        if self.jobs is None:
+            # Several segments: one per core, BLAS single-threaded in each. A trace capture
+            # runs them one by one (demucs' record order) with the same single-threaded
+            # BLAS, so a traced separation gives the very same bits as an untraced one.
+            single_blas = len(offsets) > 1
+            jobs = 1 if trace.snapshot()[0] is not None else min(default_jobs(), len(offsets))
+        else:
+            jobs = min(self.jobs, len(offsets))
+            single_blas = jobs > 1
+        with blas_threads(1) if single_blas else contextlib.nullcontext():
+            if jobs > 1:
+                share_malloc_arena()
+                pool = ThreadPoolExecutor(jobs)
+                try:
+                    for offset, chunk_out in zip(offsets, pool.map(run, range(len(offsets)))):
+                        accumulate(offset, chunk_out)
+                finally:
+                    # On Ctrl-C or an error, drop the queued segments instead of running them.
+                    pool.shutdown(wait=True, cancel_futures=True)
+            else:
+                for index, offset in enumerate(offsets):
+                    accumulate(offset, run(index))
         out /= sum_weight
         return out
 
 
 def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float = 0.25,
                 transition_power: float = 1.0, segment: float | None = None,
-                seed: int | None = None, sources: list[str] | None = None, jobs: int = 1,
+                seed: int | None = None, sources: list[str] | None = None, jobs: int | None = None,
                 callback: Callable[[dict], None] | None = None):
     """Separate ``mix (batch, channels, samples)`` into ``(batch, sources, channels, samples)``.
 
@@ -179,7 +198,12 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     demucs draws after ``random.seed(seed)``); with ``seed=None`` Python's global ``random``
     is used, as demucs does. For a bag, ``sources`` (names) lets members whose weights are
     zero on every requested source be skipped; their random draws are still made so the
-    other members' shifts do not change. ``jobs`` runs segments in that many threads.
+    other members' shifts do not change. ``jobs`` runs segments in that many threads, each
+    with single-threaded BLAS. ``None`` (the default) is one thread per CPU core when there
+    are several segments, which measured faster than one segment at a time on multi-threaded
+    BLAS (docs/benchmarks.md); under a trace capture the segments run one by one, still with
+    single-threaded BLAS, so tracing changes no bit of the result. ``jobs=1`` leaves BLAS
+    as configured: multi-threaded BLAS may round differently in the last bits.
     """
     if transition_power < 1:
         raise NumbaDemucsError("transition_power < 1 is not allowed (demucs refuses it too)")
@@ -194,6 +218,8 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
             raise NumbaDemucsError(
                 f"segment {segment} s is longer than the model's {float(model.segment):.2f} s; "
                 "a transformer model cannot run on longer segments than it was trained on")
+    if jobs is not None and jobs < 1:
+        raise NumbaDemucsError(f"jobs must be >= 1, got {jobs}")
     rng = random if seed is None else random.Random(seed)
     mix = _check_mix(mix, model)
     members = [(0, model, None)]

@@ -14,7 +14,6 @@ input's layout: its channel count (a mono mix gives mono stems) and its sample r
 """
 from __future__ import annotations
 
-import os
 import re
 import string
 from pathlib import Path
@@ -86,7 +85,8 @@ class Separator:
         self.overlap = overlap
         self.split = split
         self.segment = segment
-        self.jobs = jobs if jobs > 0 else (os.cpu_count() or 1)
+        # 0: apply_model's default, one segment per core with single-threaded BLAS.
+        self.jobs = jobs if jobs > 0 else None
         self.seed = seed
         self.resampler = resampler
         self.callback = callback

@@ -16,6 +16,7 @@ written. Each final file is written under a temporary name and renamed at the en
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import random
@@ -28,6 +29,7 @@ import numpy as np
 import soundfile
 
 from . import audio
+from ._threads import blas_threads, default_jobs, share_malloc_arena
 from .apply import center_trim, transition_weights
 from .errors import AudioError, NumbaDemucsError
 from .models.bag import BagOfModels
@@ -332,10 +334,14 @@ def _separate_into(separator, source, scratch, names, two_stems, length, mean, s
         result = one.model(mix[None], one.sin_shifts[k])[0]
         return center_trim(result, chunk_length)
 
-    with ThreadPoolExecutor(separator.jobs) as pool:
+    jobs = separator.jobs or default_jobs()
+    with blas_threads(1) if jobs > 1 else contextlib.nullcontext(), \
+            ThreadPoolExecutor(jobs) as pool:
+        if jobs > 1:
+            share_malloc_arena()
         try:
-            for first in range(0, len(queue), separator.jobs):
-                batch = queue[first:first + separator.jobs]
+            for first in range(0, len(queue), jobs):
+                batch = queue[first:first + jobs]
                 for (position, p, k), chunk in zip(batch, pool.map(run, batch)):
                     one = passes[p]
                     one.accumulate(one.offsets[k], chunk)

@@ -1,8 +1,13 @@
 """Pointwise activations: GELU (exact erf form, PyTorch's default), GLU, sigmoid, softmax.
 
-Each computes in float64 per element and rounds once to the array's dtype, so a float32
-result is the correctly rounded value (PyTorch's vectorised float32 versions are within
-an ulp of it).
+float64 arrays take the exact path: each element computed in float64 with libm's erf/exp
+and rounded once. float32 arrays take a vectorisable path: libm calls are scalar and stop
+LLVM from vectorising a loop (numba has no SVML here), so exp is a Cephes-style
+polynomial with the power of two built from its exponent bits (within 1.5 float32 ulp,
+as PyTorch's Sleef exp is within 1) and erf is Numerical Recipes' erfc (relative error
+below 1.2e-7, tighter than the 1.5e-7 absolute of PyTorch's own vectorised float32 erf).
+The float32 path therefore stays at the float32 rounding level PyTorch itself works at,
+while the float64 path, which the 200 dB parity checks use, is unchanged.
 """
 from __future__ import annotations
 
@@ -13,19 +18,90 @@ import numpy as np
 from ._config import kernel
 
 _INV_SQRT2 = 0.7071067811865476
+# Chunk of elements whose exp is taken at once: the exponent bits need a scratch buffer.
+_CHUNK = 1024
 
 
+# -- float32 exp ------------------------------------------------------------------------
 @kernel
-def gelu(x):
-    """``x * Phi(x)`` with the exact normal CDF; any shape, returns a new array."""
-    flat = x.ravel()
-    out = np.empty_like(flat)
+def exp_f32(x, bits):
+    """``exp`` in place on a 1-D float32 ``x``; ``bits`` is an int32 scratch at least as long.
+
+    Arguments are clamped to [-87, 88] (results below ~1.6e-38 come out as that instead of a
+    subnormal: every caller adds them to 1 or to a sum of at least 1). Rounding to nearest
+    by the 1.5 * 2**23 trick, not floor(), which would be a scalar libm call.
+    """
+    n = x.size
+    scale = bits[:n].view(np.float32)
+    for i in range(n):
+        v = x[i]
+        v = v if v > np.float32(-87.0) else np.float32(-87.0)
+        v = v if v < np.float32(88.0) else np.float32(88.0)
+        k = (v * np.float32(1.4426950408889634) + np.float32(12582912.0)) - np.float32(12582912.0)
+        r = v - k * np.float32(0.693359375)
+        r = r - k * np.float32(-2.12194440e-4)
+        p = np.float32(1.9875691500e-4)
+        p = p * r + np.float32(1.3981999507e-3)
+        p = p * r + np.float32(8.3334519073e-3)
+        p = p * r + np.float32(4.1665795894e-2)
+        p = p * r + np.float32(1.6666665459e-1)
+        p = p * r + np.float32(5.0000001201e-1)
+        x[i] = p * r * r + r + np.float32(1.0)
+        bits[i] = (np.int32(k) + np.int32(127)) << 23
+    for i in range(n):
+        x[i] = x[i] * scale[i]
+
+
+# -- GELU -------------------------------------------------------------------------------
+@kernel
+def _gelu_exact(flat, out):
     for i in range(flat.size):
         v = float(flat[i])
         out[i] = 0.5 * v * (1.0 + math.erf(v * _INV_SQRT2))
-    return out.reshape(x.shape)
 
 
+@kernel
+def _gelu_f32(flat, out):
+    t = np.empty(_CHUNK, np.float64)
+    e = np.empty(_CHUNK, np.float32)
+    bits = np.empty(_CHUNK, np.int32)
+    for start in range(0, flat.size, _CHUNK):
+        n = min(_CHUNK, flat.size - start)
+        # erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z = |v| / sqrt(2)
+        for i in range(n):
+            z = abs(float(flat[start + i])) * _INV_SQRT2
+            u = 1.0 / (1.0 + 0.5 * z)
+            p = 0.17087277
+            p = p * u - 0.82215223
+            p = p * u + 1.48851587
+            p = p * u - 1.13520398
+            p = p * u + 0.27886807
+            p = p * u - 0.18628806
+            p = p * u + 0.09678418
+            p = p * u + 0.37409196
+            p = p * u + 1.00002368
+            p = p * u - 1.26551223
+            t[i] = u
+            e[i] = -z * z + p
+        exp_f32(e[:n], bits)
+        for i in range(n):
+            v = float(flat[start + i])
+            half_erfc = 0.5 * t[i] * e[i]
+            phi = 1.0 - half_erfc if v >= 0 else half_erfc
+            out[start + i] = v * phi
+
+
+def gelu(x, out=None):
+    """``x * Phi(x)`` with the normal CDF; any shape. Into ``out`` (may be ``x``) or a new array."""
+    x = np.ascontiguousarray(x)
+    out = np.empty_like(x) if out is None else out
+    if not out.flags.c_contiguous or out.shape != x.shape:
+        raise ValueError("gelu: out must be a C-contiguous array of the input's shape")
+    (_gelu_f32 if x.dtype == np.float32 else _gelu_exact)(x.reshape(-1), out.reshape(-1))
+    return out
+
+
+# -- sigmoid and GLU --------------------------------------------------------------------
 @kernel
 def _logistic(v):
     # two branches so that exp never overflows
@@ -36,8 +112,7 @@ def _logistic(v):
 
 
 @kernel
-def sigmoid(x):
-    """Logistic function, any shape, returns a new array."""
+def _sigmoid_exact(x):
     flat = x.ravel()
     out = np.empty_like(flat)
     for i in range(flat.size):
@@ -46,8 +121,39 @@ def sigmoid(x):
 
 
 @kernel
-def glu(x):
-    """torch.nn.functional.glu along axis 1 of ``x (batch, 2 * channels, n)``."""
+def _logistic_f32(v, out, e, bits):
+    """``out[i] = logistic(v[i])`` in float64 from exp(-|v|), which never overflows."""
+    n = v.size
+    for i in range(n):
+        e[i] = -abs(v[i])
+    exp_f32(e[:n], bits)
+    for i in range(n):
+        num = 1.0 if v[i] >= 0 else float(e[i])
+        out[i] = num / (1.0 + float(e[i]))
+
+
+@kernel
+def _sigmoid_f32(x):
+    flat = x.ravel()
+    out = np.empty_like(flat)
+    s = np.empty(_CHUNK, np.float64)
+    e = np.empty(_CHUNK, np.float32)
+    bits = np.empty(_CHUNK, np.int32)
+    for start in range(0, flat.size, _CHUNK):
+        n = min(_CHUNK, flat.size - start)
+        _logistic_f32(flat[start:start + n], s, e, bits)
+        for i in range(n):
+            out[start + i] = s[i]
+    return out.reshape(x.shape)
+
+
+def sigmoid(x):
+    """Logistic function, any shape, returns a new array."""
+    return _sigmoid_f32(x) if x.dtype == np.float32 else _sigmoid_exact(x)
+
+
+@kernel
+def _glu_exact(x):
     batch, channels, n = x.shape
     half = channels // 2
     out = np.empty((batch, half, n), dtype=x.dtype)
@@ -59,8 +165,31 @@ def glu(x):
 
 
 @kernel
-def softmax_rows(x):
-    """Softmax over the last axis of ``x (rows, n)``, in place; returns x."""
+def _glu_f32(x):
+    batch, channels, n = x.shape
+    half = channels // 2
+    out = np.empty((batch, half, n), dtype=x.dtype)
+    s = np.empty(_CHUNK, np.float64)
+    e = np.empty(_CHUNK, np.float32)
+    bits = np.empty(_CHUNK, np.int32)
+    for b in range(batch):
+        for c in range(half):
+            for start in range(0, n, _CHUNK):
+                m = min(_CHUNK, n - start)
+                _logistic_f32(x[b, half + c, start:start + m], s, e, bits)
+                for i in range(m):
+                    out[b, c, start + i] = float(x[b, c, start + i]) * s[i]
+    return out
+
+
+def glu(x):
+    """torch.nn.functional.glu along axis 1 of ``x (batch, 2 * channels, n)``."""
+    return _glu_f32(x) if x.dtype == np.float32 else _glu_exact(x)
+
+
+# -- softmax ----------------------------------------------------------------------------
+@kernel
+def _softmax_rows_exact(x):
     rows, n = x.shape
     for r in range(rows):
         peak = x[r, 0]
@@ -75,3 +204,38 @@ def softmax_rows(x):
         for i in range(n):
             x[r, i] = x[r, i] * inv
     return x
+
+
+@kernel
+def _softmax_rows_f32(x):
+    rows, n = x.shape
+    bits = np.empty(n, np.int32)
+    lanes = np.empty(8, np.float64)
+    for r in range(rows):
+        row = x[r]
+        peak = row[0]
+        for i in range(1, n):
+            peak = row[i] if row[i] > peak else peak
+        for i in range(n):
+            row[i] = row[i] - peak
+        exp_f32(row, bits)
+        # eight running sums (in float64) instead of one, so the loop is not a serial chain
+        lanes[:] = 0.0
+        full = n - n % 8
+        for i in range(0, full, 8):
+            for j in range(8):
+                lanes[j] += row[i + j]
+        total = 0.0
+        for j in range(8):
+            total += lanes[j]
+        for i in range(full, n):
+            total += row[i]
+        inv = 1.0 / total
+        for i in range(n):
+            row[i] = row[i] * inv
+    return x
+
+
+def softmax_rows(x):
+    """Softmax over the last axis of ``x (rows, n)``, in place; returns x."""
+    return _softmax_rows_f32(x) if x.dtype == np.float32 else _softmax_rows_exact(x)

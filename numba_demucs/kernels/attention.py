@@ -19,14 +19,17 @@ def scaled_dot_product_attention(q, k, v, block=QUERY_BLOCK):
     """softmax(q kᵀ / sqrt(d)) v for ``q (heads, Tq, d)``, ``k, v (heads, Tk, d)``."""
     heads, queries, dim = q.shape
     out = np.empty_like(q)
-    scale = q.dtype.type(1.0 / math.sqrt(dim))
+    # q * scale once for all blocks: the same products as scaling each block's slice.
+    q = q * q.dtype.type(1.0 / math.sqrt(dim))
+    scores = np.empty((min(block, queries), k.shape[1]), dtype=q.dtype)
     for h in range(heads):
-        kt = np.ascontiguousarray(k[h].T)
+        kt = k[h].T
         for start in range(0, queries, block):
             stop = min(start + block, queries)
-            scores = (q[h, start:stop] * scale) @ kt
-            softmax_rows(scores)
-            out[h, start:stop] = scores @ v[h]
+            rows = scores[:stop - start]
+            np.matmul(q[h, start:stop], kt, out=rows)
+            softmax_rows(rows)
+            np.matmul(rows, v[h], out=out[h, start:stop])
     return out
 
 

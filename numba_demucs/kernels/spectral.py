@@ -68,28 +68,42 @@ def overlap_add(frames, hop, window):
 
 
 def stft(x, n_fft, hop):
-    """``x (rows, length)`` -> complex ``(rows, n_fft // 2 + 1, frames)`` in x's precision."""
+    """``x (rows, length)`` -> complex ``(rows, n_fft // 2 + 1, frames)`` in x's precision.
+
+    One row at a time, so the float64 frames and spectrum exist for one row only.
+    """
     complex_dtype = np.complex64 if x.dtype == np.float32 else np.complex128
     window = hann_window(n_fft, x.dtype)
     padded = reflect_pad(np.ascontiguousarray(x), n_fft // 2, n_fft // 2)
-    frames = frame_signal(padded, n_fft, hop, window)
-    spectrum = np.fft.rfft(frames, axis=-1) * (1.0 / math.sqrt(n_fft))
-    return np.ascontiguousarray(spectrum.transpose(0, 2, 1)).astype(complex_dtype)
+    frames_count = 1 + (padded.shape[1] - n_fft) // hop
+    out = np.empty((x.shape[0], n_fft // 2 + 1, frames_count), dtype=complex_dtype)
+    for r in range(x.shape[0]):
+        frames = frame_signal(padded[r:r + 1], n_fft, hop, window)[0]
+        spectrum = np.fft.rfft(frames, axis=-1)
+        spectrum *= 1.0 / math.sqrt(n_fft)
+        out[r] = spectrum.T
+    return out
 
 
 def istft(z, hop, length):
-    """complex ``z (rows, freqs, frames)`` -> real ``(rows, length)``, n_fft = 2 * (freqs - 1)."""
+    """complex ``z (rows, freqs, frames)`` -> real ``(rows, length)``, n_fft = 2 * (freqs - 1).
+
+    One row at a time (the float64 spectrum and frames of every source and channel at once
+    were the largest temporaries of a whole forward pass).
+    """
     real_dtype = np.float32 if z.dtype == np.complex64 else np.float64
     rows, freqs, count = z.shape
     n_fft = 2 * (freqs - 1)
     window = hann_window(n_fft, real_dtype)
-    spectrum = z.astype(np.complex128).transpose(0, 2, 1) * math.sqrt(n_fft)
-    frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)
-    summed, envelope = overlap_add(np.ascontiguousarray(frames), hop, window)
     start = n_fft // 2
-    stop = min(start + length, summed.shape[1])
-    if np.any(envelope[start:stop] < 1e-11):
-        raise ValueError("istft: window overlap-add is zero somewhere; hop too large for n_fft")
     out = np.zeros((rows, length), dtype=real_dtype)
-    out[:, :stop - start] = summed[:, start:stop] / envelope[start:stop]
+    for r in range(rows):
+        spectrum = z[r].T.astype(np.complex128)
+        spectrum *= math.sqrt(n_fft)
+        frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)
+        summed, envelope = overlap_add(frames[None], hop, window)
+        stop = min(start + length, summed.shape[1])
+        if np.any(envelope[start:stop] < 1e-11):
+            raise ValueError("istft: window overlap-add is zero somewhere; hop too large for n_fft")
+        out[r, :stop - start] = summed[0, start:stop] / envelope[start:stop]
     return out

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..kernels import activations, conv, norm
 from .base import GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, gelu, glu_channels
 
 
@@ -24,8 +25,28 @@ class LayerScale(Layer):
         return self.emit(self.scale[:, None] * x)
 
 
+def _emit_rows(layer, x):
+    """Trace point for a ``(channels, rows, n)`` array in PyTorch's ``(rows, channels, n)``.
+
+    The point sees a transposed view (no copy when tracing is off); a replacement handed
+    back by the capture is brought to our layout.
+    """
+    seen = x.transpose(1, 0, 2)
+    replaced = layer.emit(seen)
+    if replaced is seen:
+        return x
+    # a copy in every case: the branch below works in place on what this returns
+    return np.array(np.asarray(replaced).transpose(1, 0, 2), order="C", copy=True)
+
+
 class DConvBranch(Layer):
-    """One ``nn.Sequential`` of DConv: dilated conv, GroupNorm, GELU, 1x1 conv, GroupNorm, GLU, LayerScale."""
+    """One ``nn.Sequential`` of DConv: dilated conv, GroupNorm, GELU, 1x1 conv, GroupNorm, GLU, LayerScale.
+
+    Works channels first, ``(channels, rows, frames)``, where demucs has ``(rows, channels,
+    frames)``: a frequency branch's ``(C, Fr, T)`` is then used as it is, the convolutions'
+    GEMM output ``(out, rows * frames)`` is already the next input, and the 1x1 conv needs
+    no column copy. Trace points still see PyTorch's layout.
+    """
 
     def __init__(self, name, reader: StateReader, dilation, kernel=3):
         super().__init__(name)
@@ -37,14 +58,34 @@ class DConvBranch(Layer):
         self.gate = GLU(f"{name}.5")
         self.layer_scale = LayerScale(f"{name}.6", reader)
 
+    def _conv(self, layer, x):
+        if x.shape[0] != layer.weight.shape[1]:
+            raise ValueError(f"{layer.name} takes {layer.weight.shape[1]} channels, got an input "
+                             f"of shape {x.transpose(1, 0, 2).shape}")
+        return _emit_rows(layer, conv.conv1d_rows(x, layer.weight, layer.bias, layer.padding,
+                                                  layer.dilation))
+
+    def _norm(self, layer, x):
+        # in place: x is this branch's own array (see _emit_rows) and is not needed again
+        norm.group_norm_into(x.transpose(1, 0, 2), 1, layer.weight, layer.bias, layer.eps,
+                             x.transpose(1, 0, 2))
+        return _emit_rows(layer, x)
+
     def __call__(self, x):
-        y = self.activation(self.norm_in(self.conv_in(x)))
-        y = self.gate(self.norm_out(self.conv_out(y)))
-        return self.emit(self.layer_scale(y))
+        """``x (channels, rows, frames)`` -> the branch's output, same layout, a new array."""
+        y = self._norm(self.norm_in, self._conv(self.conv_in, x))
+        y = _emit_rows(self.activation, activations.gelu(y, out=y))
+        y = self._norm(self.norm_out, self._conv(self.conv_out, y))
+        channels, rows, frames = y.shape
+        y = activations.glu(y.reshape(1, channels, rows * frames)).reshape(channels // 2, rows, frames)
+        y = _emit_rows(self.gate, y)
+        y *= self.layer_scale.scale[:, None, None]
+        y = _emit_rows(self.layer_scale, y)
+        return _emit_rows(self, y)
 
 
 class DConv(Layer):
-    """Residual branches of dilated convolutions on ``(batch, channels, frames)``."""
+    """Residual branches of dilated convolutions on ``(channels, rows, frames)`` (see DConvBranch)."""
 
     def __init__(self, name, reader: StateReader, depth):
         super().__init__(name)
@@ -53,14 +94,20 @@ class DConv(Layer):
 
     def __call__(self, x):
         for branch in self.layers:
-            x = x + branch(x)
-        return self.emit(x)
+            y = branch(x)
+            y += x  # the branch's output is its own: x + y without another array
+            x = y
+        return _emit_rows(self, x)
 
 
 def _dconv_on_freq_rows(dconv: DConv, y):
     """Run DConv on every frequency row of ``(C, Fr, T)`` as a batch, as demucs does."""
-    rows = np.ascontiguousarray(y.transpose(1, 0, 2))
-    return np.ascontiguousarray(dconv(rows).transpose(1, 0, 2))
+    return dconv(np.ascontiguousarray(y))
+
+
+def _dconv_on_time(dconv: DConv, y):
+    """Run DConv on a time branch's ``(C, T)``: one row."""
+    return dconv(np.ascontiguousarray(y)[:, None, :])[:, 0, :]
 
 
 class HEncLayer(Layer):
@@ -104,7 +151,7 @@ class HEncLayer(Layer):
             y = y + (inject[:, None, :] if inject.ndim == 2 and y.ndim == 3 else inject)
         y = gelu(self.norm1(y))
         if self.dconv is not None:
-            y = _dconv_on_freq_rows(self.dconv, y) if self.freq else self.dconv(y[None])[0]
+            y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         if self.rewrite is not None:
             y = glu_channels(self.norm2(self.rewrite(y)))
         return self.emit(y)
@@ -141,7 +188,7 @@ class HDecLayer(Layer):
             x = x + skip
             y = glu_channels(self.norm1(self.rewrite(x))) if self.rewrite is not None else x
             if self.dconv is not None:
-                y = _dconv_on_freq_rows(self.dconv, y) if self.freq else self.dconv(y[None])[0]
+                y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         else:
             if skip is not None:
                 raise ValueError(f"{self.name}: an empty decoder layer takes no skip connection")

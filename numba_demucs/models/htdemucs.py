@@ -184,7 +184,11 @@ class HTDemucs:
         """``(S, 2C, Fr, T)`` real -> ``(S, C, Fr, T)`` complex (the cac inverse of _magnitude)."""
         sources, channels2, freqs, frames = m.shape
         pairs = m.reshape(sources, channels2 // 2, 2, freqs, frames)
-        return pairs[:, :, 0] + 1j * pairs[:, :, 1]
+        # complex64 for float32 (torch.view_as_complex), not the complex128 of ``re + 1j * im``
+        z = np.empty(pairs[:, :, 0].shape, dtype=np.result_type(m.dtype, np.complex64))
+        z.real = pairs[:, :, 0]
+        z.imag = pairs[:, :, 1]
+        return z
 
     # -- forward ------------------------------------------------------------------------
     def forward(self, mix, sin_shift: int = 0):

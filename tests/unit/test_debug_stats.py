@@ -1,6 +1,5 @@
 """The trace record: hand-computed statistics, NaN/Inf handling, float64 accumulation."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -96,15 +95,13 @@ def test_complex_refused():
         tensor_stats("spec", np.zeros(3, dtype=np.complex64))
 
 
-def test_ten_million_elements_is_fast():
+def test_ten_million_elements():
+    # Speed is a benchmark's business (benchmarks/bench_segment.py measures tracing cost).
     a = np.random.default_rng(0).standard_normal(10_000_000, dtype=np.float32)
     a[123] = np.nan
-    start = time.perf_counter()
     r = tensor_stats("big", a)
-    elapsed = time.perf_counter() - start
     assert r["nan"] == 1 and r["count"] == 10_000_000
     assert abs(r["mean"]) < 1e-3 and r["std"] == pytest.approx(1.0, abs=1e-3)
-    assert elapsed < 1.5, elapsed
 
 
 # --- demucs.cpp-style printout (debug/printer.py) ---------------------------------------------

@@ -66,6 +66,38 @@ def test_conv_transpose1d(rng, dtype):
           naive.conv_transpose1d(x.astype(np.float64), w.astype(np.float64), b, 4), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kernel,padding,dilation", [(3, 1, 1), (3, 2, 2), (3, 4, 4), (1, 0, 1)])
+def test_conv1d_rows(rng, dtype, kernel, padding, dilation):
+    # channels first (in, rows, n), as DConv runs; the reference works on (rows, in, n)
+    x = rng.standard_normal((8, 5, 37)).astype(dtype)
+    w = rng.standard_normal((6, 8, kernel)).astype(dtype)
+    b = rng.standard_normal(6).astype(dtype)
+    out = conv.conv1d_rows(x, w, b, padding, dilation)
+    expected = naive.conv1d(x.transpose(1, 0, 2).astype(np.float64), w.astype(np.float64), b,
+                            1, padding, dilation, 1)
+    close(out, expected.transpose(1, 0, 2), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv1d_single_item_pointwise(rng, dtype):
+    x = rng.standard_normal((1, 8, 37)).astype(dtype)
+    w = rng.standard_normal((12, 8, 1)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    close(conv.conv1d(x, w, b), naive.conv1d(x.astype(np.float64), w.astype(np.float64), b,
+                                             1, 0, 1, 1), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_group_norm_into_strided_views(rng, dtype):
+    x = (3 + 2 * rng.standard_normal((8, 3, 50))).astype(dtype)  # (channels, rows, n)
+    w, b = rng.standard_normal(8).astype(dtype), rng.standard_normal(8).astype(dtype)
+    out = np.empty_like(x)
+    norm.group_norm_into(x.transpose(1, 0, 2), 1, w, b, 1e-5, out.transpose(1, 0, 2))
+    expected = naive.group_norm(x.transpose(1, 0, 2).astype(np.float64), 1, w, b, 1e-5)
+    close(out, expected.transpose(1, 0, 2), dtype)
+
+
 def test_conv_shape_mismatch_is_a_clear_error(rng):
     with pytest.raises(ValueError, match="does not fit"):
         conv.conv1d(rng.standard_normal((1, 3, 10)), rng.standard_normal((4, 2, 3)))
@@ -156,3 +188,48 @@ def test_reflect_pad_matches_numpy(rng):
 
 def test_hann_window_hand_values():
     np.testing.assert_allclose(spectral.hann_window(4, np.float64), [0.0, 0.5, 1.0, 0.5], atol=1e-16)
+
+
+def test_exp_f32_within_two_ulps():
+    # the float32 activations' exp, over the whole range they call it on
+    x = np.linspace(-87, 88, 200_001, dtype=np.float32)
+    out = x.copy()
+    activations.exp_f32(out, np.empty(x.size, np.int32))
+    exact = np.exp(x.astype(np.float64))
+    ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
+    assert float(np.max(np.abs(out - exact) / ulp)) <= 2.0
+
+
+def test_float32_activations_on_a_wide_range():
+    # every branch of the float32 paths: deep negative tails, zero, large positives. The
+    # absolute tolerance is for GELU's negative tail (the exp argument is rounded to float32,
+    # and the reference's 1 + erf(x) cancels); PyTorch's float32 GELU errs by up to 1e-7 there.
+    x = np.concatenate([np.linspace(-40, 40, 4001), [0.0, -0.0, 1e-30, -1e-30]]).astype(np.float32)
+    wide = x.astype(np.float64)
+    np.testing.assert_allclose(activations.gelu(x), naive.gelu(wide), rtol=3e-7, atol=1e-9)
+    np.testing.assert_allclose(activations.sigmoid(x), naive.sigmoid(wide), rtol=3e-7, atol=1e-37)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_convolutions_in_column_blocks(rng, dtype, monkeypatch):
+    # a budget of a few columns forces every blocked path (batch, time, rows, transposed)
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 64)
+    f64 = (lambda a: a.astype(np.float64))
+    x = rng.standard_normal((3, 8, 37)).astype(dtype)
+    w = rng.standard_normal((12, 8, 3)).astype(dtype)
+    b = rng.standard_normal(12).astype(dtype)
+    close(conv.conv1d(x, w, b, 1, 2, 2), naive.conv1d(f64(x), f64(w), b, 1, 2, 2, 1), dtype)
+    close(conv.conv1d(x[:1], w, b, 4, 2), naive.conv1d(f64(x[:1]), f64(w), b, 4, 2, 1, 1), dtype)
+    rows = np.ascontiguousarray(x.transpose(1, 0, 2))
+    close(conv.conv1d_rows(rows, w, b, 1, 1),
+          naive.conv1d(f64(x), f64(w), b, 1, 1, 1, 1).transpose(1, 0, 2), dtype)
+    x2 = rng.standard_normal((5, 32, 9)).astype(dtype)
+    w2 = rng.standard_normal((6, 5, 3, 3)).astype(dtype)
+    close(conv.conv2d(x2, w2, b[:6], (1, 1), (1, 1)),
+          naive.conv2d(f64(x2), f64(w2), b[:6], (1, 1), (1, 1)), dtype)
+    wt = rng.standard_normal((5, 4, 8, 1)).astype(dtype)
+    close(conv.conv_transpose2d(x2, wt, b[:4], (4, 1)),
+          naive.conv_transpose2d(f64(x2), f64(wt), b[:4], (4, 1)), dtype)
+    w1 = rng.standard_normal((8, 3, 8)).astype(dtype)
+    close(conv.conv_transpose1d(x[0], w1, b[:3], 4),
+          naive.conv_transpose1d(f64(x[0]), f64(w1), b[:3], 4), dtype)
