@@ -122,11 +122,17 @@ class Separator:
         mean = np.float32(downmix.mean())
         spread = downmix.std(ddof=1) if downmix.size > 1 else 0.0
         std = np.float32(spread) + np.float32(1e-8)
-        out = apply_model(self.model, ((wav - mean) / std)[None], shifts=self.shifts,
+        # In place where possible: on a long track every full-length copy is hundreds of MB.
+        normalised = wav - mean
+        normalised /= std
+        out = apply_model(self.model, normalised[None], shifts=self.shifts,
                           split=self.split, overlap=self.overlap, segment=self.segment,
                           seed=self.seed, jobs=self.jobs,
-                          callback=callback or self.callback)
-        return out[0] * std + mean
+                          callback=callback or self.callback)[0]
+        del normalised
+        out *= std
+        out += mean
+        return out
 
     def separate_array(self, mix: np.ndarray, samplerate: int | None = None, *,
                        output_samplerate: int | None = None,
