@@ -255,7 +255,10 @@ def test_ctrl_c_stops_cleanly(tmp_path, checkpoint):
     process = subprocess.Popen(
         [sys.executable, "-m", "numba_demucs.cli", "separate", str(track), "--checkpoint",
          str(checkpoint), "--shifts", "0", "-o", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # A shell's background job starts with SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the default disposition a terminal has.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     # The first progress line comes after the first segments are done.
     line = process.stdout.readline()
     while line and "%" not in line:
