@@ -179,6 +179,15 @@ class SincResampler:
         return out[:, offset:offset + stop - start]
 
 
+def extend_edges(data: np.ndarray, start: int, stop: int, length: int) -> np.ndarray:
+    """``data`` (samples ``[max(start, 0), min(stop, length))``) extended to ``[start, stop)``
+    by repeating its first and last samples: julius' replicate padding."""
+    if start >= 0 and stop <= length:
+        return data
+    return np.concatenate([np.repeat(data[:, :1], max(0, -start), axis=1), data,
+                           np.repeat(data[:, -1:], max(0, stop - length), axis=1)], axis=1)
+
+
 def clamped_reader(wav: np.ndarray):
     """``read(a, b)`` on an in-memory signal, indices clamped to its ends."""
     def read(start, stop):
@@ -305,6 +314,12 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
             raise _write_error(path, error) from None
         raise
     return path
+
+
+def track_name(path: Path) -> tuple[str, str]:
+    """demucs' ``{track}`` and ``{trackext}``: the name split at its last dot."""
+    track, _, extension = path.name.rpartition(".")
+    return (track, extension) if track else (extension, "")
 
 
 def find_tracks(arguments) -> list[Path]:

@@ -214,9 +214,7 @@ class Separator:
                                                              self.resampler), chosen.shape[-1])
                 selected["minus_" + two_stems] = origin - chosen
             stems = selected
-        track, _, extension = path.name.rpartition(".")
-        if not track:
-            track, extension = extension, ""
+        track, extension = audio.track_name(path)
         folder = Path(out) / self.name
         written = {}
         for stem, data in stems.items():

@@ -72,10 +72,7 @@ class _Input:
         if not np.isfinite(data).all():
             raise AudioError(f"{self.path}: samples near {first} are NaN or infinite")
         data = audio.to_channels(data, channels or self.model_channels)
-        if start < 0 or stop > self.frames:
-            data = np.concatenate([np.repeat(data[:, :1], max(0, -start), axis=1), data,
-                                   np.repeat(data[:, -1:], max(0, stop - self.frames), axis=1)],
-                                  axis=1)
+        data = audio.extend_edges(data, start, stop, self.frames)
         return np.ascontiguousarray(data, dtype=np.float32)
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -216,11 +213,7 @@ class _StemFiles:
             handle.seek(first * self.channels * 4)
             data = np.frombuffer(handle.read((last - first) * self.channels * 4),
                                  dtype=np.float32).reshape(-1, self.channels).T
-            if start < 0 or stop > self.length:
-                data = np.concatenate(
-                    [np.repeat(data[:, :1], max(0, -start), axis=1), data,
-                     np.repeat(data[:, -1:], max(0, stop - self.length), axis=1)], axis=1)
-            return data
+            return audio.extend_edges(data, start, stop, self.length)
         return read
 
     def close(self) -> None:
@@ -264,9 +257,7 @@ def separate_file(separator, path, out, *, filename, two_stems, other_method, fo
         raise NumbaDemucsError("--stream needs the track split in segments (drop --no-split)")
     path = Path(path)
     source = _Input(path, separator.audio_channels, separator.samplerate)
-    track, _, extension = path.name.rpartition(".")
-    if not track:
-        track, extension = extension, ""
+    track, extension = audio.track_name(path)
     targets = {}
     names = list(separator.sources)
     if two_stems is not None:
