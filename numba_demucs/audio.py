@@ -225,12 +225,15 @@ def fit_length(wav: np.ndarray, length: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- writing
 
-def prevent_clip(wav: np.ndarray, mode: str = "rescale") -> np.ndarray:
-    """demucs' clipping strategies: rescale the whole stem, clamp at ±0.99, or nothing."""
+def prevent_clip(wav: np.ndarray, mode: str = "rescale", peak: float | None = None) -> np.ndarray:
+    """demucs' clipping strategies: rescale the whole stem, clamp at ±0.99, or nothing.
+
+    ``peak`` is the whole stem's when ``wav`` is one block of it (streaming)."""
     if mode in (None, "none"):
         return wav
     if mode == "rescale":
-        peak = float(np.abs(wav).max()) if wav.size else 0.0
+        if peak is None:
+            peak = float(np.abs(wav).max()) if wav.size else 0.0
         return wav / np.float32(max(1.01 * peak, 1.0))
     if mode == "clamp":
         return np.clip(wav, -0.99, 0.99)

@@ -385,12 +385,8 @@ def _write_stem(scratch, name, target, source, separator, output_rate, two_stems
         subtype, options = audio.format_options(format, bits, as_float, bitrate)
         with soundfile.SoundFile(str(temporary), "w", output_rate, scratch.channels,
                                  subtype=subtype, format=format.upper(), **options) as handle:
-            scale = np.float32(max(1.01 * peak, 1.0))
             for block in blocks():
-                if clip_mode == "rescale":
-                    block = block / scale
-                elif clip_mode == "clamp":
-                    block = np.clip(block, -0.99, 0.99)
+                block = audio.prevent_clip(block, clip_mode, peak)
                 handle.write(audio.encode_block(block, format, bits, as_float).T)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
