@@ -12,13 +12,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
 
 from . import trace
-from ._threads import blas_threads, default_jobs, share_malloc_arena
+from ._threads import (blas_threads, default_jobs, release_free_memory, set_blas_threads,
+                       tune_malloc)
 from .errors import NumbaDemucsError
 from .models.bag import BagOfModels
 
@@ -168,12 +170,27 @@ class _Runner:
         else:
             jobs = min(self.jobs, len(offsets))
             single_blas = jobs > 1
+        tune_malloc(threads=jobs > 1)
         with blas_threads(1) if single_blas else contextlib.nullcontext():
             if jobs > 1:
-                share_malloc_arena()
                 pool = ThreadPoolExecutor(jobs)
+                unfinished = [len(offsets)]
+                lock = threading.Lock()
+
+                def run_then_widen(index):
+                    result = run(index)
+                    # When one segment is left, the other workers have nothing to do: let
+                    # its remaining matrix products use their cores. OpenBLAS splits a GEMM
+                    # over rows and columns, never over the summed axis, so the bits do not
+                    # depend on its thread count.
+                    with lock:
+                        unfinished[0] -= 1
+                        if unfinished[0] == 1 and single_blas:
+                            set_blas_threads(jobs)
+                    return result
+
                 try:
-                    for offset, chunk_out in zip(offsets, pool.map(run, range(len(offsets)))):
+                    for offset, chunk_out in zip(offsets, pool.map(run_then_widen, range(len(offsets)))):
                         accumulate(offset, chunk_out)
                 finally:
                     # On Ctrl-C or an error, drop the queued segments instead of running them.
@@ -222,6 +239,16 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
         raise NumbaDemucsError(f"jobs must be >= 1, got {jobs}")
     rng = random if seed is None else random.Random(seed)
     mix = _check_mix(mix, model)
+    try:
+        return _apply_members(model, mix, rng, shifts, split, overlap, transition_power,
+                              segment, sources, jobs, callback)
+    finally:
+        # the freed temporaries were kept for reuse between segments (tune_malloc)
+        release_free_memory()
+
+
+def _apply_members(model, mix, rng, shifts, split, overlap, transition_power, segment,
+                   sources, jobs, callback):
     members = [(0, model, None)]
     if isinstance(model, BagOfModels):
         if sources is not None:

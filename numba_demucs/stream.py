@@ -29,7 +29,7 @@ import numpy as np
 import soundfile
 
 from . import audio
-from ._threads import blas_threads, default_jobs, share_malloc_arena
+from ._threads import blas_threads, default_jobs, tune_malloc
 from .apply import center_trim, transition_weights
 from .errors import AudioError, NumbaDemucsError
 from .models.bag import BagOfModels
@@ -328,8 +328,7 @@ def _separate_into(separator, source, scratch, names, two_stems, length, mean, s
     jobs = separator.jobs or default_jobs()
     with blas_threads(1) if jobs > 1 else contextlib.nullcontext(), \
             ThreadPoolExecutor(jobs) as pool:
-        if jobs > 1:
-            share_malloc_arena()
+        tune_malloc(threads=jobs > 1)
         try:
             for first in range(0, len(queue), jobs):
                 batch = queue[first:first + jobs]

@@ -67,9 +67,12 @@ def _gelu_f32(flat, out):
     bits = np.empty(_CHUNK, np.int32)
     for start in range(0, flat.size, _CHUNK):
         n = min(_CHUNK, flat.size - start)
+        # Slices indexed from 0, not flat[start + i]: an index the compiler cannot prove
+        # non-negative gets numba's negative-index wraparound, which stops vectorisation.
+        src, dst, u_n, e_n = flat[start:start + n], out[start:start + n], t[:n], e[:n]
         # erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z = |v| / sqrt(2)
         for i in range(n):
-            z = abs(float(flat[start + i])) * _INV_SQRT2
+            z = abs(float(src[i])) * _INV_SQRT2
             u = 1.0 / (1.0 + 0.5 * z)
             p = 0.17087277
             p = p * u - 0.82215223
@@ -81,14 +84,14 @@ def _gelu_f32(flat, out):
             p = p * u + 0.37409196
             p = p * u + 1.00002368
             p = p * u - 1.26551223
-            t[i] = u
-            e[i] = -z * z + p
-        exp_f32(e[:n], bits)
+            u_n[i] = u
+            e_n[i] = -z * z + p
+        exp_f32(e_n, bits)
         for i in range(n):
-            v = float(flat[start + i])
-            half_erfc = 0.5 * t[i] * e[i]
+            v = float(src[i])
+            half_erfc = 0.5 * u_n[i] * e_n[i]
             phi = 1.0 - half_erfc if v >= 0 else half_erfc
-            out[start + i] = v * phi
+            dst[i] = v * phi
 
 
 def gelu(x, out=None):
@@ -142,8 +145,9 @@ def _sigmoid_f32(x):
     for start in range(0, flat.size, _CHUNK):
         n = min(_CHUNK, flat.size - start)
         _logistic_f32(flat[start:start + n], s, e, bits)
+        dst = out[start:start + n]
         for i in range(n):
-            out[start + i] = s[i]
+            dst[i] = s[i]
     return out.reshape(x.shape)
 
 
@@ -177,8 +181,9 @@ def _glu_f32(x):
             for start in range(0, n, _CHUNK):
                 m = min(_CHUNK, n - start)
                 _logistic_f32(x[b, half + c, start:start + m], s, e, bits)
+                value, dst = x[b, c, start:start + m], out[b, c, start:start + m]
                 for i in range(m):
-                    out[b, c, start + i] = float(x[b, c, start + i]) * s[i]
+                    dst[i] = float(value[i]) * s[i]
     return out
 
 

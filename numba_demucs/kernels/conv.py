@@ -34,6 +34,22 @@ def _valid_range(out_length, stride, offset, length):
 
 
 @kernel
+def _gather(source, dest, start, stride):
+    """``dest[i] = source[start + i * stride]``, through slices indexed from 0: an index the
+    compiler cannot prove non-negative gets numba's wraparound check, which stops the loop
+    from vectorising."""
+    count = dest.size
+    if count == 0:
+        return
+    if stride == 1:
+        dest[:] = source[start:start + count]
+    else:
+        strided = source[start:start + (count - 1) * stride + 1:stride]
+        for i in range(count):
+            dest[i] = strided[i]
+
+
+@kernel
 def im2col_1d(x, kernel_size, stride, padding, dilation, t0, t1):
     """Columns ``(channels * kernel_size, batch * (t1 - t0))`` of a zero-padded 1-D input,
     for the output positions ``[t0, t1)`` of every batch item."""
@@ -51,8 +67,7 @@ def im2col_1d(x, kernel_size, stride, padding, dilation, t0, t1):
             for b in range(batch):
                 base = b * n - t0
                 cols[row, base + t0:base + lo] = 0
-                for t in range(lo, hi):
-                    cols[row, base + t] = x[b, c, t * stride + offset]
+                _gather(x[b, c], cols[row, base + lo:base + hi], lo * stride + offset, stride)
                 cols[row, base + hi:base + t1] = 0
     return cols
 
@@ -76,8 +91,8 @@ def im2col_2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, i0, i1):
                         cols[row, base:base + out_w] = 0
                         continue
                     cols[row, base:base + first] = 0
-                    for j in range(first, stop):
-                        cols[row, base + j] = x[c, src_h, j * stride_w + kw - pad_w]
+                    _gather(x[c, src_h], cols[row, base + first:base + stop],
+                            first * stride_w + kw - pad_w, stride_w)
                     cols[row, base + stop:base + out_w] = 0
     return cols
 
@@ -93,10 +108,11 @@ def col2im_transposed_2d(cols, out, kernel_h, kernel_w, i0, i1, j0, j1, stride_h
             for kw in range(kernel_w):
                 row = (c * kernel_h + kh) * kernel_w + kw
                 for i in range(i0, i1):
-                    dst_h = i * stride_h + kh
-                    base = (i - i0) * width - j0
-                    for j in range(j0, j1):
-                        out[c, dst_h, j * stride_w + kw] += cols[row, base + j]
+                    src = cols[row, (i - i0) * width:(i - i0 + 1) * width]
+                    first = j0 * stride_w + kw
+                    dst = out[c, i * stride_h + kh, first:first + (width - 1) * stride_w + 1:stride_w]
+                    for j in range(width):
+                        dst[j] += src[j]
 
 
 @kernel
