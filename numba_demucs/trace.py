@@ -21,6 +21,12 @@ def _active():
     return getattr(_state, "sink", None)
 
 
+def enabled() -> bool:
+    """Whether a capture is active in this thread: layers that fuse several modules into one
+    kernel run them one by one while it is, so that every module's output is seen."""
+    return _active() is not None
+
+
 def point(name: str, array):
     """Record ``array`` under ``name`` if a capture is active.
 

@@ -19,7 +19,7 @@ from ._config import kernel
 
 _INV_SQRT2 = 0.7071067811865476
 # Chunk of elements whose exp is taken at once: the exponent bits need a scratch buffer.
-_CHUNK = 1024
+CHUNK = 1024
 
 
 # -- float32 exp ------------------------------------------------------------------------
@@ -61,37 +61,48 @@ def _gelu_exact(flat, out):
 
 
 @kernel
+def gelu_chunk_f32(src, dst, u, e, bits):
+    """GELU of a float32 ``src`` (at most ``CHUNK`` elements) into ``dst`` (may be ``src``);
+    ``u`` (float64), ``e`` (float32) and ``bits`` (int32) are scratch at least as long.
+
+    Every loop indexes its arrays from 0: an index such as ``flat[start + i]``, which the
+    compiler cannot prove non-negative, gets numba's negative-index wraparound check, and
+    that alone stops a loop from vectorising.
+    """
+    n = src.size
+    u_n, e_n = u[:n], e[:n]
+    # erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z = |v| / sqrt(2)
+    for i in range(n):
+        z = abs(float(src[i])) * _INV_SQRT2
+        t = 1.0 / (1.0 + 0.5 * z)
+        p = 0.17087277
+        p = p * t - 0.82215223
+        p = p * t + 1.48851587
+        p = p * t - 1.13520398
+        p = p * t + 0.27886807
+        p = p * t - 0.18628806
+        p = p * t + 0.09678418
+        p = p * t + 0.37409196
+        p = p * t + 1.00002368
+        p = p * t - 1.26551223
+        u_n[i] = t
+        e_n[i] = -z * z + p
+    exp_f32(e_n, bits)
+    for i in range(n):
+        v = float(src[i])
+        half_erfc = 0.5 * u_n[i] * e_n[i]
+        phi = 1.0 - half_erfc if v >= 0 else half_erfc
+        dst[i] = v * phi
+
+
+@kernel
 def _gelu_f32(flat, out):
-    t = np.empty(_CHUNK, np.float64)
-    e = np.empty(_CHUNK, np.float32)
-    bits = np.empty(_CHUNK, np.int32)
-    for start in range(0, flat.size, _CHUNK):
-        n = min(_CHUNK, flat.size - start)
-        # Slices indexed from 0, not flat[start + i]: an index the compiler cannot prove
-        # non-negative gets numba's negative-index wraparound, which stops vectorisation.
-        src, dst, u_n, e_n = flat[start:start + n], out[start:start + n], t[:n], e[:n]
-        # erfc(z) = t exp(-z^2 + P(t)), t = 1 / (1 + z / 2), z = |v| / sqrt(2)
-        for i in range(n):
-            z = abs(float(src[i])) * _INV_SQRT2
-            u = 1.0 / (1.0 + 0.5 * z)
-            p = 0.17087277
-            p = p * u - 0.82215223
-            p = p * u + 1.48851587
-            p = p * u - 1.13520398
-            p = p * u + 0.27886807
-            p = p * u - 0.18628806
-            p = p * u + 0.09678418
-            p = p * u + 0.37409196
-            p = p * u + 1.00002368
-            p = p * u - 1.26551223
-            u_n[i] = u
-            e_n[i] = -z * z + p
-        exp_f32(e_n, bits)
-        for i in range(n):
-            v = float(src[i])
-            half_erfc = 0.5 * u_n[i] * e_n[i]
-            phi = 1.0 - half_erfc if v >= 0 else half_erfc
-            dst[i] = v * phi
+    u = np.empty(CHUNK, np.float64)
+    e = np.empty(CHUNK, np.float32)
+    bits = np.empty(CHUNK, np.int32)
+    for start in range(0, flat.size, CHUNK):
+        stop = min(start + CHUNK, flat.size)
+        gelu_chunk_f32(flat[start:stop], out[start:stop], u, e, bits)
 
 
 def gelu(x, out=None):
@@ -124,7 +135,7 @@ def _sigmoid_exact(x):
 
 
 @kernel
-def _logistic_f32(v, out, e, bits):
+def logistic_f32(v, out, e, bits):
     """``out[i] = logistic(v[i])`` in float64 from exp(-|v|), which never overflows."""
     n = v.size
     for i in range(n):
@@ -139,12 +150,12 @@ def _logistic_f32(v, out, e, bits):
 def _sigmoid_f32(x):
     flat = x.ravel()
     out = np.empty_like(flat)
-    s = np.empty(_CHUNK, np.float64)
-    e = np.empty(_CHUNK, np.float32)
-    bits = np.empty(_CHUNK, np.int32)
-    for start in range(0, flat.size, _CHUNK):
-        n = min(_CHUNK, flat.size - start)
-        _logistic_f32(flat[start:start + n], s, e, bits)
+    s = np.empty(CHUNK, np.float64)
+    e = np.empty(CHUNK, np.float32)
+    bits = np.empty(CHUNK, np.int32)
+    for start in range(0, flat.size, CHUNK):
+        n = min(CHUNK, flat.size - start)
+        logistic_f32(flat[start:start + n], s, e, bits)
         dst = out[start:start + n]
         for i in range(n):
             dst[i] = s[i]
@@ -173,14 +184,14 @@ def _glu_f32(x):
     batch, channels, n = x.shape
     half = channels // 2
     out = np.empty((batch, half, n), dtype=x.dtype)
-    s = np.empty(_CHUNK, np.float64)
-    e = np.empty(_CHUNK, np.float32)
-    bits = np.empty(_CHUNK, np.int32)
+    s = np.empty(CHUNK, np.float64)
+    e = np.empty(CHUNK, np.float32)
+    bits = np.empty(CHUNK, np.int32)
     for b in range(batch):
         for c in range(half):
-            for start in range(0, n, _CHUNK):
-                m = min(_CHUNK, n - start)
-                _logistic_f32(x[b, half + c, start:start + m], s, e, bits)
+            for start in range(0, n, CHUNK):
+                m = min(CHUNK, n - start)
+                logistic_f32(x[b, half + c, start:start + m], s, e, bits)
                 value, dst = x[b, c, start:start + m], out[b, c, start:start + m]
                 for i in range(m):
                     dst[i] = float(value[i]) * s[i]
@@ -193,54 +204,77 @@ def glu(x):
 
 
 # -- softmax ----------------------------------------------------------------------------
-@kernel
-def _softmax_rows_exact(x):
-    rows, n = x.shape
-    for r in range(rows):
-        peak = x[r, 0]
-        for i in range(1, n):
-            if x[r, i] > peak:
-                peak = x[r, i]
-        total = 0.0
-        for i in range(n):
-            x[r, i] = math.exp(float(x[r, i]) - peak)
-            total += x[r, i]
-        inv = 1.0 / total
-        for i in range(n):
-            x[r, i] = x[r, i] * inv
-    return x
+_LANES = 16
 
 
 @kernel
-def _softmax_rows_f32(x):
+def _exp_rows_exact(x, inv_sums):
     rows, n = x.shape
-    bits = np.empty(n, np.int32)
-    lanes = np.empty(8, np.float64)
     for r in range(rows):
         row = x[r]
         peak = row[0]
         for i in range(1, n):
+            if row[i] > peak:
+                peak = row[i]
+        total = 0.0
+        for i in range(n):
+            row[i] = math.exp(float(row[i]) - peak)
+            total += row[i]
+        inv_sums[r] = 1.0 / total
+
+
+@kernel
+def _exp_rows_f32(x, inv_sums):
+    rows, n = x.shape
+    bits = np.empty(n, np.int32)
+    peaks = np.empty(_LANES, np.float32)
+    sums = np.empty(_LANES, np.float64)
+    full = n - n % _LANES
+    for r in range(rows):
+        row = x[r]
+        # the max and the sum in _LANES independent lanes: a single running max or sum is a
+        # serial chain that the compiler may not reorder (no fastmath)
+        blocks = row[:full].reshape(full // _LANES, _LANES)
+        peaks[:] = row[0]
+        for k in range(full // _LANES):
+            block = blocks[k]
+            for j in range(_LANES):
+                peaks[j] = block[j] if block[j] > peaks[j] else peaks[j]
+        peak = peaks[0]
+        for j in range(1, _LANES):
+            peak = peaks[j] if peaks[j] > peak else peak
+        for i in range(full, n):
             peak = row[i] if row[i] > peak else peak
         for i in range(n):
             row[i] = row[i] - peak
         exp_f32(row, bits)
-        # eight running sums (in float64) instead of one, so the loop is not a serial chain
-        lanes[:] = 0.0
-        full = n - n % 8
-        for i in range(0, full, 8):
-            for j in range(8):
-                lanes[j] += row[i + j]
+        sums[:] = 0.0
+        for k in range(full // _LANES):
+            block = blocks[k]
+            for j in range(_LANES):
+                sums[j] += block[j]
         total = 0.0
-        for j in range(8):
-            total += lanes[j]
+        for j in range(_LANES):
+            total += sums[j]
         for i in range(full, n):
             total += row[i]
-        inv = 1.0 / total
-        for i in range(n):
-            row[i] = row[i] * inv
-    return x
+        inv_sums[r] = 1.0 / total
+
+
+def exp_rows(x):
+    """Softmax's numerators in place: ``x (rows, n)`` becomes ``exp(x - max of its row)``.
+
+    Returns the float64 ``1 / sum`` of every row. Attention multiplies its ``(rows, d)``
+    output by these instead of dividing the ``(rows, n)`` weights, one pass less over the
+    larger array (and the order PyTorch's fused CPU attention divides in).
+    """
+    inv_sums = np.empty(x.shape[0], np.float64)
+    (_exp_rows_f32 if x.dtype == np.float32 else _exp_rows_exact)(x, inv_sums)
+    return inv_sums
 
 
 def softmax_rows(x):
     """Softmax over the last axis of ``x (rows, n)``, in place; returns x."""
-    return _softmax_rows_f32(x) if x.dtype == np.float32 else _softmax_rows_exact(x)
+    inv_sums = exp_rows(x)
+    x *= inv_sums[:, None]
+    return x

@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 
-from .activations import softmax_rows
+from .activations import exp_rows
 
 QUERY_BLOCK = 256
 
@@ -28,8 +28,10 @@ def scaled_dot_product_attention(q, k, v, block=QUERY_BLOCK):
             stop = min(start + block, queries)
             rows = scores[:stop - start]
             np.matmul(q[h, start:stop], kt, out=rows)
-            softmax_rows(rows)
-            np.matmul(rows, v[h], out=out[h, start:stop])
+            inv_sums = exp_rows(rows)
+            block_out = out[h, start:stop]
+            np.matmul(rows, v[h], out=block_out)
+            block_out *= inv_sums[:, None]
     return out
 
 

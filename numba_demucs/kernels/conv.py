@@ -173,26 +173,108 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     return out
 
 
+# Output positions accumulated at once by the direct convolution: a tile of every output
+# channel's row stays in L1 while the inputs stream past it.
+DIRECT_TILE = 1024
+
+
+@kernel
+def _taps_into(acc, base, source, weight, o, c, t0, t1, padding, dilation):
+    """``acc[t - base] += weight[o, c, k] * source[t + k * dilation - padding]`` for every
+    tap k in order, over the outputs ``[t0, t1)`` where that input exists."""
+    length = source.size
+    for k in range(weight.shape[2]):
+        shift = k * dilation - padding
+        lo, hi = max(t0, -shift), min(t1, length - shift)
+        if hi > lo:
+            w = weight[o, c, k]
+            dst, src = acc[lo - base:hi - base], source[lo + shift:hi + shift]
+            for t in range(hi - lo):
+                dst[t] += w * src[t]
+
+
+@kernel
+def conv1d_rows_direct(x, weight, bias, padding, dilation):
+    """Stride-1 conv1d along the last axis of every row of ``x (in, rows, n)``, computed
+    directly: ``(out, rows, out_n)``.
+
+    DConv's dilated convolutions have few output channels (a quarter or an eighth of the
+    input's): as im2col + GEMM they wrote and reread a column matrix ``in * kernel`` times
+    the input for a product of a few rows, all memory traffic. Here each output tile is
+    accumulated in float32 (as a float32 GEMM does), over input channels then taps; where
+    every tap of a 3-wide kernel exists, two channels' six taps go through one load and
+    store of the accumulator, in the same order.
+    """
+    in_channels, rows, length = x.shape
+    out_channels, _, kernel_size = weight.shape
+    out_length = length + 2 * padding - dilation * (kernel_size - 1)
+    out = np.empty((out_channels, rows, out_length), dtype=x.dtype)
+    pairs = in_channels - in_channels % 2
+    for r in range(rows):
+        for t0 in range(0, out_length, DIRECT_TILE):
+            t1 = min(t0 + DIRECT_TILE, out_length)
+            # [lo, hi): outputs whose three taps are all inside the input
+            lo = min(max(t0, padding), t1)
+            hi = max(min(t1, length + padding - 2 * dilation), lo)
+            for o in range(out_channels):
+                acc = out[o, r, t0:t1]
+                acc[:] = 0
+                if kernel_size != 3 or hi == lo:
+                    for c in range(in_channels):
+                        _taps_into(acc, t0, x[c, r], weight, o, c, t0, t1, padding, dilation)
+                else:
+                    middle, n, start = acc[lo - t0:hi - t0], hi - lo, lo - padding
+                    for c in range(0, pairs, 2):
+                        w0, w1, w2 = weight[o, c, 0], weight[o, c, 1], weight[o, c, 2]
+                        v0, v1, v2 = weight[o, c + 1, 0], weight[o, c + 1, 1], weight[o, c + 1, 2]
+                        a0 = x[c, r, start:start + n]
+                        a1 = x[c, r, start + dilation:start + dilation + n]
+                        a2 = x[c, r, start + 2 * dilation:start + 2 * dilation + n]
+                        b0 = x[c + 1, r, start:start + n]
+                        b1 = x[c + 1, r, start + dilation:start + dilation + n]
+                        b2 = x[c + 1, r, start + 2 * dilation:start + 2 * dilation + n]
+                        for t in range(n):
+                            value = middle[t]
+                            value += w0 * a0[t]
+                            value += w1 * a1[t]
+                            value += w2 * a2[t]
+                            value += v0 * b0[t]
+                            value += v1 * b1[t]
+                            value += v2 * b2[t]
+                            middle[t] = value
+                    for c in range(pairs, in_channels):
+                        _taps_into(acc, t0, x[c, r], weight, o, c, lo, hi, padding, dilation)
+                    # the few outputs at the edges, over channels then taps as in the middle
+                    for edge in range(2):
+                        e0, e1 = (t0, lo) if edge == 0 else (hi, t1)
+                        for t in range(e0, e1):
+                            value = acc[t - t0]
+                            for c in range(in_channels):
+                                for k in range(3):
+                                    source = t + k * dilation - padding
+                                    if 0 <= source < length:
+                                        value += weight[o, c, k] * x[c, r, source]
+                            acc[t - t0] = value
+                value = bias[o]
+                for t in range(t1 - t0):
+                    acc[t] += value
+    return out
+
+
 def conv1d_rows(x, weight, bias=None, padding=0, dilation=1):
     """conv1d (stride 1, one group) along the last axis of every row of ``x (in, rows, n)``:
     ``(out, rows, out_n)``, channels first. A kernel-size-1 convolution is one GEMM on ``x``
-    itself; otherwise columns are built for a block of rows at a time."""
+    itself; a wider one is computed directly (``conv1d_rows_direct``)."""
     in_channels, rows, length = x.shape
     out_channels, weight_in, kernel_size = weight.shape
     if weight_in != in_channels:
         raise ValueError(f"conv1d: weight {weight.shape} does not fit input of {in_channels} channels")
-    w2d = weight.reshape(out_channels, -1)
     if kernel_size == 1 and padding == 0:
-        out = w2d @ np.ascontiguousarray(x).reshape(in_channels, -1)
+        out = weight.reshape(out_channels, -1) @ np.ascontiguousarray(x).reshape(in_channels, -1)
         return _with_bias(out, bias).reshape(out_channels, rows, length)
-    out_length = length + 2 * padding - dilation * (kernel_size - 1)
-    out = np.empty((out_channels, rows, out_length), dtype=np.result_type(x, weight))
-    # im2col_1d reads (batch, channels, n): the transposed view is that, rows unchanged
-    items = x.transpose(1, 0, 2)
-    for b0, b1 in _blocks(rows, w2d.shape[1] * out_length):
-        cols = im2col_1d(items[b0:b1], kernel_size, 1, padding, dilation, 0, out_length)
-        out[:, b0:b1] = (w2d @ cols).reshape(out_channels, b1 - b0, out_length)
-    return _with_bias(out.reshape(out_channels, -1), bias).reshape(out.shape)
+    if bias is None:
+        bias = np.zeros(out_channels, dtype=weight.dtype)
+    return conv1d_rows_direct(np.ascontiguousarray(x), weight, bias, padding, dilation)
 
 
 def pointwise_conv(x2d, weight, bias=None):

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from ._config import kernel
+from .activations import CHUNK, gelu_chunk_f32, logistic_f32
 
 
 @kernel
@@ -27,10 +28,25 @@ def group_norm(x, groups, weight, bias, eps):
 
 @kernel
 def group_norm_into(x, groups, weight, bias, eps, out):
-    """``group_norm`` written into ``out``; both may be strided views (rows of n contiguous),
-    e.g. ``(channels, batch, n)`` arrays seen through ``transpose(1, 0, 2)``."""
-    for b in range(x.shape[0]):
-        _group_norm_item(x[b], groups, weight, bias, eps, out[b])
+    """``group_norm`` written into ``out`` (may be ``x``); both ``(batch, channels, n)``,
+    possibly strided views with rows of n contiguous."""
+    group_norm_channels_first(x.transpose(1, 0, 2), groups, weight, bias, eps,
+                              out.transpose(1, 0, 2))
+
+
+@kernel
+def group_norm_channels_first(x, groups, weight, bias, eps, out):
+    """GroupNorm of every item of ``x (channels, items, n)`` into ``out`` (may be ``x``):
+    PyTorch's ``(items, channels, n)`` stored channels first, as DConv keeps it."""
+    channels, items, n = x.shape
+    scales, shifts = np.empty(channels), np.empty(channels)
+    for b in range(items):
+        _affine(x, b, groups, weight, bias, eps, scales, shifts)
+        for c in range(channels):
+            scale, shift = scales[c], shifts[c]
+            row, dst = x[c, b], out[c, b]
+            for i in range(n):
+                dst[i] = row[i] * scale + shift
 
 
 @kernel
@@ -55,25 +71,89 @@ def _sum(row, shift, squares):
 
 
 @kernel
-def _group_norm_item(x, groups, weight, bias, eps, out):
-    channels, n = x.shape
+def _affine(x, b, groups, weight, bias, eps, scales, shifts):
+    """GroupNorm of item ``b`` of ``x (channels, items, n)`` as ``x * scales[c] + shifts[c]``."""
+    channels, _, n = x.shape
     per_group = channels // groups
     count = per_group * n
     for g in range(groups):
         c0 = g * per_group
         total = 0.0
         for c in range(c0, c0 + per_group):
-            total += _sum(x[c], 0.0, False)
+            total += _sum(x[c, b], 0.0, False)
         mean = total / count
         sq = 0.0
         for c in range(c0, c0 + per_group):
-            sq += _sum(x[c], mean, True)
+            sq += _sum(x[c, b], mean, True)
         inv_std = 1.0 / math.sqrt(sq / count + eps)
         for c in range(c0, c0 + per_group):
             scale = inv_std * weight[c]
-            shift = bias[c] - mean * scale
+            scales[c] = scale
+            shifts[c] = bias[c] - mean * scale
+
+
+@kernel
+def group_norm_gelu_f32(x, groups, weight, bias, eps, out):
+    """``gelu(group_norm(x))`` in one pass after the statistics, for float32 ``x (channels,
+    items, n)`` laid out as ``group_norm_channels_first`` takes it (``out`` may be ``x``).
+    Each value is rounded to float32 after the norm, as the two layers give it."""
+    channels, items, n = x.shape
+    scales, shifts = np.empty(channels), np.empty(channels)
+    normed = np.empty(CHUNK, np.float32)
+    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    for b in range(items):
+        _affine(x, b, groups, weight, bias, eps, scales, shifts)
+        for c in range(channels):
+            scale, shift = scales[c], shifts[c]
+            row, dst = x[c, b], out[c, b]
+            for start in range(0, n, CHUNK):
+                stop = min(start + CHUNK, n)
+                src, chunk = row[start:stop], normed[:stop - start]
+                for i in range(chunk.size):
+                    chunk[i] = src[i] * scale + shift
+                gelu_chunk_f32(chunk, dst[start:stop], u, e, bits)
+
+
+@kernel
+def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual):
+    """The end of a DConv branch in one pass after the statistics, for float32 arrays:
+    ``residual += layer_scale * glu(group_norm(x + bias))`` with one group per item.
+
+    ``x (2 * channels, items, n)`` is a 1x1 convolution's output without its bias (the bias
+    is added in place first), ``residual (channels, items, n)``; each item (a frequency
+    row) is normalised on its own, as in PyTorch's ``(items, channels, n)`` layout. Every
+    step is rounded to float32 where the separate layers round it, so the result has the
+    bits those layers give.
+    """
+    channels2, items, n = x.shape
+    half = channels2 // 2
+    for c in range(channels2):
+        value = bias[c]
+        for b in range(items):
+            row = x[c, b]
             for i in range(n):
-                out[c, i] = x[c, i] * scale + shift
+                row[i] += value
+    scales, shifts = np.empty(channels2), np.empty(channels2)
+    gate = np.empty(CHUNK, np.float32)
+    sig, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    for b in range(items):
+        _affine(x, b, 1, weight, norm_bias, eps, scales, shifts)
+        for c in range(half):
+            scale_a, shift_a = scales[c], shifts[c]
+            scale_g, shift_g = scales[half + c], shifts[half + c]
+            gain = layer_scale[c]
+            values, gates, dst_row = x[c, b], x[half + c, b], residual[c, b]
+            for start in range(0, n, CHUNK):
+                stop = min(start + CHUNK, n)
+                a, g, dst = values[start:stop], gates[start:stop], dst_row[start:stop]
+                chunk = gate[:stop - start]
+                for i in range(chunk.size):
+                    chunk[i] = g[i] * scale_g + shift_g
+                logistic_f32(chunk, sig, e, bits)
+                for i in range(chunk.size):
+                    normed = np.float32(a[i] * scale_a + shift_a)
+                    gated = np.float32(float(normed) * sig[i])
+                    dst[i] = gated * gain + dst[i]
 
 
 @kernel

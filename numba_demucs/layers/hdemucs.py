@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import trace
 from ..kernels import activations, conv, norm
 from .base import GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, gelu, glu_channels
 
@@ -67,9 +68,28 @@ class DConvBranch(Layer):
 
     def _norm(self, layer, x):
         # in place: x is this branch's own array (see _emit_rows) and is not needed again
-        norm.group_norm_into(x.transpose(1, 0, 2), 1, layer.weight, layer.bias, layer.eps,
-                             x.transpose(1, 0, 2))
+        norm.group_norm_channels_first(x, 1, layer.weight, layer.bias, layer.eps, x)
         return _emit_rows(layer, x)
+
+    def add_into(self, x):
+        """``x += branch(x)`` for float32 ``x (channels, rows, frames)``, untraced, in three
+        kernels: the dilated conv; GroupNorm + GELU; the 1x1 conv's GEMM, then its bias,
+        GroupNorm, GLU, LayerScale and the residual sum in one pass. Same bits as
+        ``x += self(x)``: each fused kernel rounds where the separate layers do."""
+        hidden = self.conv_in.weight.shape[0]
+        channels, rows, frames = x.shape
+        if channels != self.conv_in.weight.shape[1]:
+            raise ValueError(f"{self.conv_in.name} takes {self.conv_in.weight.shape[1]} channels, "
+                             f"got an input of shape {x.transpose(1, 0, 2).shape}")
+        h = conv.conv1d_rows(x, self.conv_in.weight, self.conv_in.bias, self.conv_in.padding,
+                             self.conv_in.dilation)
+        norm.group_norm_gelu_f32(h, 1, self.norm_in.weight, self.norm_in.bias,
+                                 self.norm_in.eps, h)
+        gates = self.conv_out.weight.reshape(2 * channels, hidden) @ h.reshape(hidden, -1)
+        norm.gated_residual_f32(gates.reshape(2 * channels, rows, frames), self.conv_out.bias,
+                                self.norm_out.weight, self.norm_out.bias, self.norm_out.eps,
+                                self.layer_scale.scale, x)
+        return x
 
     def __call__(self, x):
         """``x (channels, rows, frames)`` -> the branch's output, same layout, a new array."""
@@ -93,6 +113,11 @@ class DConv(Layer):
                        for d in range(depth)]
 
     def __call__(self, x):
+        """May overwrite ``x`` (the callers pass an array of their own)."""
+        if x.dtype == np.float32 and not trace.enabled():
+            for branch in self.layers:
+                x = branch.add_into(x)
+            return x
         for branch in self.layers:
             y = branch(x)
             y += x  # the branch's output is its own: x + y without another array

@@ -145,6 +145,19 @@ def test_softmax(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", [1, 15, 16, 40, 333])
+def test_exp_rows_are_softmax_numerators(rng, dtype, n):
+    # lengths around the 16 lanes of the max and the sum; rows peaking at the start, middle, end
+    x = (10 * rng.standard_normal((6, n))).astype(dtype)
+    x[1, 0] = x[2, n // 2] = x[3, -1] = 60
+    expected = naive.softmax_rows(x)
+    numerators = x.copy()
+    inv_sums = activations.exp_rows(numerators)
+    close(numerators * inv_sums[:, None], expected, dtype)
+    close(numerators.max(axis=1), np.ones(6), dtype)  # exp(max - max)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("queries,keys,block", [(33, 33, 8), (20, 45, 256), (64, 7, 16)])
 def test_multi_head_attention(rng, dtype, queries, keys, block):
     channels, heads = 16, 4
