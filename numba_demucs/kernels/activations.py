@@ -105,6 +105,42 @@ def _gelu_f32(flat, out):
         gelu_chunk_f32(flat[start:stop], out[start:stop], u, e, bits)
 
 
+@kernel
+def bias_gelu_rows_f32(x, bias):
+    """``x = gelu(x + bias)`` in place for float32 ``x (rows, features)``, ``bias (features,)``;
+    ``x + bias`` rounded to float32 first, as a linear layer's output is."""
+    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    biased = np.empty(CHUNK, np.float32)
+    rows, features = x.shape
+    for r in range(rows):
+        row = x[r]
+        for start in range(0, features, CHUNK):
+            stop = min(start + CHUNK, features)
+            src, add, chunk = row[start:stop], bias[start:stop], biased[:stop - start]
+            for i in range(chunk.size):
+                chunk[i] = src[i] + add[i]
+            gelu_chunk_f32(chunk, src, u, e, bits)
+
+
+@kernel
+def bias_gelu_channels_f32(x, bias, out):
+    """``out[c] = gelu(x[c] + bias[c])`` for float32 ``x (channels, rows, n)`` (a view with rows
+    of n contiguous, e.g. a cropped convolution output) into ``out`` of the same shape."""
+    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    biased = np.empty(CHUNK, np.float32)
+    channels, rows, n = x.shape
+    for c in range(channels):
+        value = bias[c]
+        for r in range(rows):
+            row, dst = x[c, r], out[c, r]
+            for start in range(0, n, CHUNK):
+                stop = min(start + CHUNK, n)
+                src, chunk = row[start:stop], biased[:stop - start]
+                for i in range(chunk.size):
+                    chunk[i] = src[i] + value
+                gelu_chunk_f32(chunk, dst[start:stop], u, e, bits)
+
+
 def gelu(x, out=None):
     """``x * Phi(x)`` with the normal CDF; any shape. Into ``out`` (may be ``x``) or a new array."""
     x = np.ascontiguousarray(x)

@@ -218,6 +218,9 @@ class HDecLayer(Layer):
             if skip is not None:
                 raise ValueError(f"{self.name}: an empty decoder layer takes no skip connection")
             y = x
+        if (not self.last and isinstance(self.norm2, Identity) and y.dtype == np.float32
+                and not trace.enabled()):
+            return self._transposed_gelu(y, length), y
         z = self.norm2(self.conv_tr(y))
         if self.freq:
             if self.pad:
@@ -229,6 +232,25 @@ class HDecLayer(Layer):
         if not self.last:
             z = gelu(np.ascontiguousarray(z))
         return self.emit(np.ascontiguousarray(z)), y
+
+
+    def _transposed_gelu(self, y, length):
+        """Untraced ``gelu(crop(conv_tr(y)))`` without a norm: the transposed convolution's
+        bias, the crop and the GELU in one pass (same bits as the separate steps)."""
+        layer = self.conv_tr
+        if self.freq:
+            z = conv.conv_transpose2d(y, layer.weight, None, layer.stride)
+            if self.pad:
+                z = z[:, self.pad:-self.pad, :]
+        else:
+            z = conv.conv_transpose1d(y, layer.weight, None, layer.stride)
+            z = z[:, self.pad:self.pad + length]
+            if z.shape[-1] != length:
+                raise ValueError(f"{self.name}: output has {z.shape[-1]} samples, expected {length}")
+        out = np.empty(z.shape, dtype=z.dtype)
+        rows = (lambda a: a if a.ndim == 3 else a[:, None, :])
+        activations.bias_gelu_channels_f32(rows(z), layer.bias, rows(out))
+        return self.emit(out)
 
 
 class ScaledEmbedding(Layer):
