@@ -246,3 +246,66 @@ def test_convolutions_in_column_blocks(rng, dtype, monkeypatch):
     w1 = rng.standard_normal((8, 3, 8)).astype(dtype)
     close(conv.conv_transpose1d(x[0], w1, b[:3], 4),
           naive.conv_transpose1d(f64(x[0]), f64(w1), b[:3], 4), dtype)
+
+
+# -- fused float32 kernels: the naive composition's values, the separate kernels' bits -----
+def _f32(rng, shape, scale=1.0, offset=0.0):
+    return (offset + scale * rng.standard_normal(shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("in_channels,length,dilation", [(8, 37, 1), (7, 37, 2), (3, 2100, 1), (5, 3, 2)])
+def test_direct_dilated_conv(rng, in_channels, length, dilation):
+    # odd channel counts (the pair loop's remainder), rows longer than one 1024-output tile,
+    # and rows shorter than the kernel's reach (no output has all three taps)
+    x = _f32(rng, (in_channels, 4, length))
+    w, b = _f32(rng, (6, in_channels, 3)), _f32(rng, 6)
+    out = conv.conv1d_rows_direct(x, w, b, dilation, dilation)
+    expected = naive.conv1d(x.transpose(1, 0, 2).astype(np.float64), w.astype(np.float64), b,
+                            1, dilation, dilation, 1).transpose(1, 0, 2)
+    close(out, expected, np.float32)
+
+
+def test_group_norm_gelu_is_the_two_kernels(rng):
+    x = _f32(rng, (6, 5, 1500), 2.0, 0.5)  # rows longer than one chunk
+    w, b = _f32(rng, 6), _f32(rng, 6)
+    normed = x.copy()
+    norm.group_norm_channels_first(x, 1, w, b, 1e-5, normed)
+    separate = activations.gelu(normed)
+    fused = x.copy()
+    norm.group_norm_gelu_f32(fused, 1, w, b, 1e-5, fused)
+    np.testing.assert_array_equal(fused, separate)
+    per_row = naive.group_norm(x.transpose(1, 0, 2), 1, w, b, 1e-5).transpose(1, 0, 2)
+    close(fused, naive.gelu(per_row), np.float32)
+
+
+def test_gated_residual_is_the_separate_layers(rng):
+    channels, items, n = 4, 3, 1300
+    x = _f32(rng, (2 * channels, items, n), 3.0, 1.0)
+    bias, weight, norm_bias = _f32(rng, 2 * channels), _f32(rng, 2 * channels), _f32(rng, 2 * channels)
+    layer_scale, residual = _f32(rng, channels, 0.3), _f32(rng, (channels, items, n))
+    # the separate steps DConv runs when traced: bias, GroupNorm per item, GLU, scale, sum
+    biased = x + bias[:, None, None]
+    normed = biased.copy()
+    norm.group_norm_channels_first(biased, 1, weight, norm_bias, 1e-5, normed)
+    gated = activations.glu(normed.reshape(1, 2 * channels, -1)).reshape(channels, items, n)
+    gated *= layer_scale[:, None, None]
+    separate = gated + residual
+    fused_x, fused = x.copy(), residual.copy()
+    norm.gated_residual_f32(fused_x, bias, weight, norm_bias, 1e-5, layer_scale, fused)
+    np.testing.assert_array_equal(fused, separate)
+    per_item = naive.group_norm(biased.transpose(1, 0, 2), 1, weight, norm_bias, 1e-5)
+    expected = residual + layer_scale[:, None, None] * naive.glu(per_item).transpose(1, 0, 2)
+    close(fused, expected, np.float32)
+
+
+def test_bias_gelu_kernels_are_bias_then_gelu(rng):
+    hidden, bias = _f32(rng, (7, 2500), 2.0), _f32(rng, 2500)
+    fused = hidden.copy()
+    activations.bias_gelu_rows_f32(fused, bias)
+    np.testing.assert_array_equal(fused, activations.gelu(hidden + bias))
+    close(fused, naive.gelu(hidden.astype(np.float64) + bias), np.float32)
+    z, channel_bias = _f32(rng, (3, 12, 40), 2.0), _f32(rng, 3)
+    cropped = z[:, 2:-2, :]
+    out = np.empty(cropped.shape, np.float32)
+    activations.bias_gelu_channels_f32(cropped, channel_bias, out)
+    np.testing.assert_array_equal(out, activations.gelu(np.ascontiguousarray(cropped + channel_bias[:, None, None])))
