@@ -172,29 +172,28 @@ def _sigmoid_exact(x):
 
 @kernel
 def logistic_f32(v, out, e, bits):
-    """``out[i] = logistic(v[i])`` in float64 from exp(-|v|), which never overflows."""
+    """``out[i] = logistic(v[i])`` for float32 ``v`` into float32 ``out`` (``e``: float32 and
+    ``bits``: int32 scratch), from exp(-|v|), which never overflows; float32 arithmetic, as
+    PyTorch's float32 sigmoid and GLU."""
     n = v.size
+    e_n, out_n = e[:n], out[:n]
     for i in range(n):
-        e[i] = -abs(v[i])
-    exp_f32(e[:n], bits)
+        e_n[i] = -abs(v[i])
+    exp_f32(e_n, bits)
     for i in range(n):
-        num = 1.0 if v[i] >= 0 else float(e[i])
-        out[i] = num / (1.0 + float(e[i]))
+        num = np.float32(1.0) if v[i] >= 0 else e_n[i]
+        out_n[i] = num / (np.float32(1.0) + e_n[i])
 
 
 @kernel
 def _sigmoid_f32(x):
     flat = x.ravel()
     out = np.empty_like(flat)
-    s = np.empty(CHUNK, np.float64)
     e = np.empty(CHUNK, np.float32)
     bits = np.empty(CHUNK, np.int32)
     for start in range(0, flat.size, CHUNK):
-        n = min(CHUNK, flat.size - start)
-        logistic_f32(flat[start:start + n], s, e, bits)
-        dst = out[start:start + n]
-        for i in range(n):
-            dst[i] = s[i]
+        stop = min(start + CHUNK, flat.size)
+        logistic_f32(flat[start:stop], out[start:stop], e, bits)
     return out.reshape(x.shape)
 
 
@@ -220,17 +219,16 @@ def _glu_f32(x):
     batch, channels, n = x.shape
     half = channels // 2
     out = np.empty((batch, half, n), dtype=x.dtype)
-    s = np.empty(CHUNK, np.float64)
     e = np.empty(CHUNK, np.float32)
     bits = np.empty(CHUNK, np.int32)
     for b in range(batch):
         for c in range(half):
             for start in range(0, n, CHUNK):
-                m = min(CHUNK, n - start)
-                logistic_f32(x[b, half + c, start:start + m], s, e, bits)
-                value, dst = x[b, c, start:start + m], out[b, c, start:start + m]
-                for i in range(m):
-                    dst[i] = float(value[i]) * s[i]
+                stop = min(start + CHUNK, n)
+                value, dst = x[b, c, start:stop], out[b, c, start:stop]
+                logistic_f32(x[b, half + c, start:stop], dst, e, bits)
+                for i in range(dst.size):
+                    dst[i] = value[i] * dst[i]
     return out
 
 

@@ -39,7 +39,7 @@ def group_norm_channels_first(x, groups, weight, bias, eps, out):
     """GroupNorm of every item of ``x (channels, items, n)`` into ``out`` (may be ``x``):
     PyTorch's ``(items, channels, n)`` stored channels first, as DConv keeps it."""
     channels, items, n = x.shape
-    scales, shifts = np.empty(channels), np.empty(channels)
+    scales, shifts = np.empty(channels, x.dtype), np.empty(channels, x.dtype)
     for b in range(items):
         _affine(x, b, groups, weight, bias, eps, scales, shifts)
         for c in range(channels):
@@ -72,7 +72,10 @@ def _sum(row, shift, squares):
 
 @kernel
 def _affine(x, b, groups, weight, bias, eps, scales, shifts):
-    """GroupNorm of item ``b`` of ``x (channels, items, n)`` as ``x * scales[c] + shifts[c]``."""
+    """GroupNorm of item ``b`` of ``x (channels, items, n)`` as ``x * scales[c] + shifts[c]``.
+
+    Moments in float64; ``scales`` and ``shifts`` are in x's dtype, so a float32 tensor is
+    normalised in float32 arithmetic, as PyTorch does (and in vectors twice as wide)."""
     channels, _, n = x.shape
     per_group = channels // groups
     count = per_group * n
@@ -98,7 +101,7 @@ def group_norm_gelu_f32(x, groups, weight, bias, eps, out):
     items, n)`` laid out as ``group_norm_channels_first`` takes it (``out`` may be ``x``).
     Each value is rounded to float32 after the norm, as the two layers give it."""
     channels, items, n = x.shape
-    scales, shifts = np.empty(channels), np.empty(channels)
+    scales, shifts = np.empty(channels, np.float32), np.empty(channels, np.float32)
     normed = np.empty(CHUNK, np.float32)
     u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
     for b in range(items):
@@ -133,9 +136,8 @@ def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual):
             row = x[c, b]
             for i in range(n):
                 row[i] += value
-    scales, shifts = np.empty(channels2), np.empty(channels2)
-    gate = np.empty(CHUNK, np.float32)
-    sig, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    scales, shifts = np.empty(channels2, np.float32), np.empty(channels2, np.float32)
+    sig, e, bits = np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
     for b in range(items):
         _affine(x, b, 1, weight, norm_bias, eps, scales, shifts)
         for c in range(half):
@@ -146,13 +148,12 @@ def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual):
             for start in range(0, n, CHUNK):
                 stop = min(start + CHUNK, n)
                 a, g, dst = values[start:stop], gates[start:stop], dst_row[start:stop]
-                chunk = gate[:stop - start]
+                chunk = sig[:stop - start]
                 for i in range(chunk.size):
                     chunk[i] = g[i] * scale_g + shift_g
-                logistic_f32(chunk, sig, e, bits)
+                logistic_f32(chunk, chunk, e, bits)
                 for i in range(chunk.size):
-                    normed = np.float32(a[i] * scale_a + shift_a)
-                    gated = np.float32(float(normed) * sig[i])
+                    gated = (a[i] * scale_a + shift_a) * chunk[i]
                     dst[i] = gated * gain + dst[i]
 
 
