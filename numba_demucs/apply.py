@@ -12,8 +12,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import random
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Callable
 
 import numpy as np
@@ -174,24 +173,21 @@ class _Runner:
         with blas_threads(1) if single_blas else contextlib.nullcontext():
             if jobs > 1:
                 pool = ThreadPoolExecutor(jobs)
-                unfinished = [len(offsets)]
-                lock = threading.Lock()
-
-                def run_then_widen(index):
-                    result = run(index)
-                    # When one segment is left, the other workers have nothing to do: let
-                    # its remaining matrix products use their cores. OpenBLAS splits a GEMM
-                    # over rows and columns, never over the summed axis, so the bits do not
-                    # depend on its thread count.
-                    with lock:
-                        unfinished[0] -= 1
-                        if unfinished[0] == 1 and single_blas:
-                            set_blas_threads(jobs)
-                    return result
-
                 try:
-                    for offset, chunk_out in zip(offsets, pool.map(run_then_widen, range(len(offsets)))):
-                        accumulate(offset, chunk_out)
+                    futures = [pool.submit(run, index) for index in range(len(offsets))]
+                    pending, added = set(futures), 0
+                    while pending:
+                        _, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        if len(pending) == 1 and single_blas:
+                            # One segment left and idle cores: let its remaining matrix
+                            # products use them. OpenBLAS splits a GEMM over rows and
+                            # columns, never over the summed axis, so the bits do not depend
+                            # on its thread count; it takes the setting only from the main
+                            # thread, which is why this loop (not a worker) makes it.
+                            set_blas_threads(jobs)
+                        while added < len(futures) and futures[added].done():
+                            accumulate(offsets[added], futures[added].result())
+                            added += 1
                 finally:
                     # On Ctrl-C or an error, drop the queued segments instead of running them.
                     pool.shutdown(wait=True, cancel_futures=True)
