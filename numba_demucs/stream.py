@@ -29,7 +29,7 @@ import numpy as np
 import soundfile
 
 from . import audio
-from ._threads import blas_threads, default_jobs, tune_malloc
+from ._threads import blas_threads, default_jobs, set_blas_threads, tune_malloc
 from .apply import center_trim, transition_weights
 from .errors import AudioError, NumbaDemucsError
 from .models.bag import BagOfModels
@@ -332,6 +332,10 @@ def _separate_into(separator, source, scratch, names, two_stems, length, mean, s
         try:
             for first in range(0, len(queue), jobs):
                 batch = queue[first:first + jobs]
+                if len(batch) == 1 and jobs > 1:
+                    # a lone last segment: its GEMMs may use the idle cores (same bits, see
+                    # apply.py)
+                    set_blas_threads(jobs)
                 for (position, p, k), chunk in zip(batch, pool.map(run, batch)):
                     one = passes[p]
                     one.accumulate(one.offsets[k], chunk)
