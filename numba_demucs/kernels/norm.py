@@ -1,9 +1,10 @@
 """GroupNorm and LayerNorm, with moments accumulated in float64 whatever the input dtype.
 
-Sums run in four interleaved float64 accumulators rather than one: a single running sum is
-a serial chain of dependent additions that the compiler may not reorder (no fastmath),
-four independent ones keep the adder busy. In float64 the order does not matter at the
-precision of a float32 or float64 result.
+Both moments come from one pass, as sums of the values' differences from a pivot (a value of
+the group itself), in four interleaved float64 accumulators each rather than one: a single
+running sum is a serial chain of dependent additions that the compiler may not reorder (no
+fastmath), four independent ones keep the adder busy. In float64 the order does not matter
+at the precision of a float32 or float64 result.
 """
 from __future__ import annotations
 
@@ -50,24 +51,28 @@ def group_norm_channels_first(x, groups, weight, bias, eps, out):
 
 
 @kernel
-def _sum(row, shift, squares):
-    """Sum of ``row - shift`` (or of its squares) in float64, four accumulators."""
+def _shifted_sums(row, pivot):
+    """``(sum(row - pivot), sum((row - pivot) ** 2))`` in float64, four accumulators each."""
     s0 = s1 = s2 = s3 = 0.0
+    q0 = q1 = q2 = q3 = 0.0
     n = row.size
     full = n - n % 4
     for i in range(0, full, 4):
-        d0, d1 = row[i] - shift, row[i + 1] - shift
-        d2, d3 = row[i + 2] - shift, row[i + 3] - shift
-        if squares:
-            d0, d1, d2, d3 = d0 * d0, d1 * d1, d2 * d2, d3 * d3
+        d0, d1 = row[i] - pivot, row[i + 1] - pivot
+        d2, d3 = row[i + 2] - pivot, row[i + 3] - pivot
         s0 += d0
         s1 += d1
         s2 += d2
         s3 += d3
+        q0 += d0 * d0
+        q1 += d1 * d1
+        q2 += d2 * d2
+        q3 += d3 * d3
     for i in range(full, n):
-        d = row[i] - shift
-        s0 += d * d if squares else d
-    return (s0 + s1) + (s2 + s3)
+        d = row[i] - pivot
+        s0 += d
+        q0 += d * d
+    return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
 
 
 @kernel
@@ -81,13 +86,18 @@ def _affine(x, b, groups, weight, bias, eps, scales, shifts):
     count = per_group * n
     for g in range(groups):
         c0 = g * per_group
-        total = 0.0
+        # One pass for both moments, about a value of the group itself: with float64 sums
+        # of float32 data the variance then loses nothing to cancellation unless the mean
+        # is millions of standard deviations from that value.
+        pivot = float(x[c0, b, 0]) if n else 0.0
+        total = sq_about_pivot = 0.0
         for c in range(c0, c0 + per_group):
-            total += _sum(x[c, b], 0.0, False)
-        mean = total / count
-        sq = 0.0
-        for c in range(c0, c0 + per_group):
-            sq += _sum(x[c, b], mean, True)
+            s, q = _shifted_sums(x[c, b], pivot)
+            total += s
+            sq_about_pivot += q
+        offset = total / count
+        mean = pivot + offset
+        sq = max(sq_about_pivot - offset * total, 0.0)
         inv_std = 1.0 / math.sqrt(sq / count + eps)
         for c in range(c0, c0 + per_group):
             scale = inv_std * weight[c]
@@ -163,8 +173,11 @@ def layer_norm(x, weight, bias, eps):
     rows, features = x.shape
     out = np.empty_like(x)
     for r in range(rows):
-        mean = _sum(x[r], 0.0, False) / features
-        sq = _sum(x[r], mean, True)
+        pivot = float(x[r, 0])
+        total, sq_about_pivot = _shifted_sums(x[r], pivot)
+        offset = total / features
+        mean = pivot + offset
+        sq = max(sq_about_pivot - offset * total, 0.0)
         inv_std = 1.0 / math.sqrt(sq / features + eps)
         for i in range(features):
             out[r, i] = (x[r, i] - mean) * inv_std * weight[i] + bias[i]
