@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import activations
 from ._config import kernel
 
 
@@ -277,12 +278,6 @@ def conv1d_rows(x, weight, bias=None, padding=0, dilation=1):
     return conv1d_rows_direct(np.ascontiguousarray(x), weight, bias, padding, dilation)
 
 
-def pointwise_conv(x2d, weight, bias=None):
-    """A kernel-size-1 convolution on ``x (in, n)``: one GEMM, ``(out, n)``."""
-    out = weight.reshape(weight.shape[0], -1) @ x2d
-    return _with_bias(out, bias)
-
-
 def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
     """torch.nn.functional.conv2d for one item ``x (in, h, w)`` -> ``(out, out_h, out_w)``."""
     channels, height, width = x.shape
@@ -292,15 +287,47 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
     out_h = (height + 2 * pad_h - kernel_h) // stride_h + 1
     out_w = (width + 2 * pad_w - kernel_w) // stride_w + 1
-    if kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0:
-        return pointwise_conv(x.reshape(channels, -1), weight, bias).reshape(out_channels, out_h, out_w)
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
     out = np.empty((out_channels, out_h, out_w), dtype=np.result_type(x, weight))
-    for i0, i1 in _blocks(out_h, w2d.shape[1] * out_w):
-        cols = im2col_2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, i0, i1)
+    for i0, i1, cols in _column_blocks(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
         out[:, i0:i1] = (w2d @ cols).reshape(out_channels, i1 - i0, out_w)
     return _with_bias(out.reshape(out_channels, -1), bias).reshape(out.shape)
+
+
+def _column_blocks(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
+    """``(i0, i1, columns)`` for blocks of output rows of a conv2d of contiguous ``x``; a 1x1
+    convolution's columns are the input rows themselves (a strided view, no copy)."""
+    channels = x.shape[0]
+    (stride_h, stride_w), (pad_h, pad_w) = stride, padding
+    pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0
+    flat = x.reshape(channels, -1)
+    for i0, i1 in _blocks(out_h, channels * kernel_h * kernel_w * out_w):
+        if pointwise:
+            yield i0, i1, flat[:, i0 * out_w:i1 * out_w]
+        else:
+            yield i0, i1, im2col_2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, i0, i1)
+
+
+def conv2d_glu(x, weight, bias, padding=(0, 0)):
+    """``glu(conv2d(x) + bias)`` over the channel halves (F.glu(dim=0)), stride 1, for one
+    float32 item ``x (in, h, w)``: a block of output rows at a time, so the convolution's
+    full output (twice the result) never exists. The same GEMM blocks, bias and GLU as
+    ``conv2d`` followed by ``glu``, so the same bits."""
+    channels, height, width = x.shape
+    out_channels, _, kernel_h, kernel_w = weight.shape
+    out_h = height + 2 * padding[0] - kernel_h + 1
+    out_w = width + 2 * padding[1] - kernel_w + 1
+    half = out_channels // 2
+    x = np.ascontiguousarray(x)
+    w2d = weight.reshape(out_channels, -1)
+    out = np.empty((half, out_h, out_w), dtype=x.dtype)
+    for i0, i1, cols in _column_blocks(x, kernel_h, kernel_w, (1, 1), padding, out_h, out_w):
+        block = w2d @ cols
+        add_channel_bias(block, bias)
+        gated = activations.glu(block.reshape(1, out_channels, -1))
+        out[:, i0:i1] = gated.reshape(half, i1 - i0, out_w)
+    return out
 
 
 def conv_transpose2d(x, weight, bias=None, stride=(1, 1)):

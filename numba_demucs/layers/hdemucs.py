@@ -12,6 +12,10 @@ from ..kernels import activations, conv, norm
 from .base import GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, gelu, glu_channels
 
 
+# Elements of a DConv branch's 1x1-conv output made at once (4 MB of float32)
+GATE_BLOCK = 1 << 20
+
+
 class LayerScale(Layer):
     """Per-channel scale of a residual branch; channel axis 1 (``(batch, C, T)``) or last."""
 
@@ -85,10 +89,17 @@ class DConvBranch(Layer):
                              self.conv_in.dilation)
         norm.group_norm_gelu_f32(h, 1, self.norm_in.weight, self.norm_in.bias,
                                  self.norm_in.eps, h)
-        gates = self.conv_out.weight.reshape(2 * channels, hidden) @ h.reshape(hidden, -1)
-        norm.gated_residual_f32(gates.reshape(2 * channels, rows, frames), self.conv_out.bias,
-                                self.norm_out.weight, self.norm_out.bias, self.norm_out.eps,
-                                self.layer_scale.scale, x)
+        # A few rows at a time: GroupNorm is per row here (PyTorch's batch axis), so the 1x1
+        # conv's output need not exist whole (66 MB in the first frequency layer), and a
+        # block of it is still in cache when the gating pass reads it back.
+        w_out = self.conv_out.weight.reshape(2 * channels, hidden)
+        step = max(1, GATE_BLOCK // (2 * channels * frames))
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            gates = w_out @ h[:, r0:r1].reshape(hidden, -1)
+            norm.gated_residual_f32(gates.reshape(2 * channels, r1 - r0, frames),
+                                    self.conv_out.bias, self.norm_out.weight, self.norm_out.bias,
+                                    self.norm_out.eps, self.layer_scale.scale, x[:, r0:r1])
         return x
 
     def __call__(self, x):
@@ -123,6 +134,18 @@ class DConv(Layer):
             y += x  # the branch's output is its own: x + y without another array
             x = y
         return _emit_rows(self, x)
+
+
+def _rewrite_glu(rewrite: Conv, norm_layer, y):
+    """``glu(norm(rewrite(y)))``; for a frequency layer without a norm, untraced, in float32,
+    the conv's output rows are gated block by block (conv.conv2d_glu, same bits)."""
+    if (rewrite.two_d and isinstance(norm_layer, Identity) and y.dtype == np.float32
+            and not trace.enabled()):
+        if y.shape[0] != rewrite.weight.shape[1]:
+            raise ValueError(f"{rewrite.name} takes {rewrite.weight.shape[1]} channels, got an "
+                             f"input of shape {y.shape}")
+        return conv.conv2d_glu(y, rewrite.weight, rewrite.bias, rewrite.padding)
+    return glu_channels(norm_layer(rewrite(y)))
 
 
 def _dconv_on_freq_rows(dconv: DConv, y):
@@ -178,7 +201,7 @@ class HEncLayer(Layer):
         if self.dconv is not None:
             y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         if self.rewrite is not None:
-            y = glu_channels(self.norm2(self.rewrite(y)))
+            y = _rewrite_glu(self.rewrite, self.norm2, y)
         return self.emit(y)
 
 
@@ -210,8 +233,12 @@ class HDecLayer(Layer):
         if self.freq and x.ndim == 2:
             x = x.reshape(self.chin, -1, x.shape[-1])
         if not self.empty:
-            x = x + skip
-            y = glu_channels(self.norm1(self.rewrite(x))) if self.rewrite is not None else x
+            if trace.enabled() or skip.shape != x.shape:
+                x = x + skip
+            else:
+                skip += x  # the skip is this call's own (popped by the model): no new array
+                x = skip
+            y = _rewrite_glu(self.rewrite, self.norm1, x) if self.rewrite is not None else x
             if self.dconv is not None:
                 y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         else:

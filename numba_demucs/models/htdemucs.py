@@ -270,13 +270,17 @@ class HTDemucs:
                     xt, _ = tdec(pre[:, 0], None, length_t)
                 else:
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
+            del pre  # the largest decoders' inputs: not kept while the next layers run
 
         sources = len(self.sources)
         freqs, frames = x.shape[-2:]
-        x = x.reshape(sources, -1, freqs, frames)
-        x = x * std + mean
+        # (x * std) + mean with one temporary, not two
+        x = x.reshape(sources, -1, freqs, frames) * std
+        x += mean
         zout = self._mask(x)
+        del x
         x = trace.point("output.freq_branch", self._ispec(zout, training_length).astype(self.dtype))
+        del zout
         xt = xt.reshape(sources, -1, training_length)
         xt = trace.point("output.time_branch", xt * stdt + meant)
         out = xt + x

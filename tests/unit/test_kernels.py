@@ -309,3 +309,15 @@ def test_bias_gelu_kernels_are_bias_then_gelu(rng):
     out = np.empty(cropped.shape, np.float32)
     activations.bias_gelu_channels_f32(cropped, channel_bias, out)
     np.testing.assert_array_equal(out, activations.gelu(np.ascontiguousarray(cropped + channel_bias[:, None, None])))
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), (1, 1)), ((1, 1), (0, 0))])
+def test_conv2d_glu_is_conv_then_glu(rng, monkeypatch, kernel, padding):
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 200)  # several row blocks
+    x, w, b = _f32(rng, (5, 16, 9)), _f32(rng, (8, 5) + kernel), _f32(rng, 8)
+    fused = conv.conv2d_glu(x, w, b, padding)
+    separate = activations.glu(conv.conv2d(x, w, b, (1, 1), padding)[None].reshape(1, 8, -1))
+    np.testing.assert_array_equal(fused, separate.reshape(4, 16, 9))
+    expected = naive.glu(naive.conv2d(x.astype(np.float64), w.astype(np.float64), b, (1, 1),
+                                      padding)[None].reshape(1, 8, -1))
+    close(fused, expected.reshape(4, 16, 9), np.float32)
