@@ -187,6 +187,7 @@ class _Runner:
                             set_blas_threads(jobs)
                         while added < len(futures) and futures[added].done():
                             accumulate(offsets[added], futures[added].result())
+                            futures[added] = None  # its 4-stem output is added: drop it
                             added += 1
                 finally:
                     # On Ctrl-C or an error, drop the queued segments instead of running them.
