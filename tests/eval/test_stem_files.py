@@ -81,8 +81,14 @@ def test_stem_file_track_is_scored_like_museval(stem_dataset, tmp_path):
                      "-o", str(output), "--no-progress"]) == 0
     ours = report.read_track(output / "test" / f"{NAME}.json")
     theirs = dict(zip(("SDR", "ISR", "SIR", "SAR"), museval.evaluate(references, estimated)))
+    # ISR, SIR and SAR only where museval's solve is well conditioned (as in test_bsseval):
+    # AAC-coded tones can make it ill conditioned, and then those figures move with the
+    # BLAS build and CPU (seen here: SIR 1.1e-3 dB apart on an AVX-512 machine).
+    compared = ("SDR", "SIR", "ISR", "SAR")
+    if signals.museval_condition(references) >= signals.WELL_CONDITIONED:
+        compared = ("SDR",)
     for index, source in enumerate(musdb.SOURCES):
-        for metric in ("SDR", "SIR", "ISR", "SAR"):
+        for metric in compared:
             np.testing.assert_allclose(ours[source][metric], theirs[metric][index], rtol=0,
                                        atol=1e-5 + 1e-6 if metric == "SDR" else 1e-3,
                                        err_msg=(source, metric))
