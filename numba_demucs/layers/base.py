@@ -8,6 +8,13 @@ from ..errors import CheckpointError
 from ..kernels import activations, conv, norm
 
 
+def fused(x) -> bool:
+    """Whether layers may run their fused float32 kernels on ``x``: float32, and no trace
+    capture active (under one every module runs on its own, so its output is seen and can
+    be replaced). The fused kernels give the same bits as the separate ones."""
+    return x.dtype == np.float32 and not trace.enabled()
+
+
 class StateReader:
     """Hands out a checkpoint's tensors by module path, converted to the model dtype.
 

@@ -9,7 +9,8 @@ import numpy as np
 
 from .. import trace
 from ..kernels import activations, conv, norm
-from .base import GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, gelu, glu_channels
+from .base import (GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, fused, gelu,
+                   glu_channels)
 
 
 # Elements of a DConv branch's 1x1-conv output made at once (4 MB of float32)
@@ -125,7 +126,7 @@ class DConv(Layer):
 
     def __call__(self, x):
         """May overwrite ``x`` (the callers pass an array of their own)."""
-        if x.dtype == np.float32 and not trace.enabled():
+        if fused(x):
             for branch in self.layers:
                 x = branch.add_into(x)
             return x
@@ -139,8 +140,7 @@ class DConv(Layer):
 def _rewrite_glu(rewrite: Conv, norm_layer, y):
     """``glu(norm(rewrite(y)))``; for a frequency layer without a norm, untraced, in float32,
     the conv's output rows are gated block by block (conv.conv2d_glu, same bits)."""
-    if (rewrite.two_d and isinstance(norm_layer, Identity) and y.dtype == np.float32
-            and not trace.enabled()):
+    if rewrite.two_d and isinstance(norm_layer, Identity) and fused(y):
         if y.shape[0] != rewrite.weight.shape[1]:
             raise ValueError(f"{rewrite.name} takes {rewrite.weight.shape[1]} channels, got an "
                              f"input of shape {y.shape}")
@@ -245,35 +245,28 @@ class HDecLayer(Layer):
             if skip is not None:
                 raise ValueError(f"{self.name}: an empty decoder layer takes no skip connection")
             y = x
-        if (not self.last and isinstance(self.norm2, Identity) and y.dtype == np.float32
-                and not trace.enabled()):
+        if not self.last and isinstance(self.norm2, Identity) and fused(y):
             return self._transposed_gelu(y, length), y
-        z = self.norm2(self.conv_tr(y))
-        if self.freq:
-            if self.pad:
-                z = z[:, self.pad:-self.pad, :]
-        else:
-            z = z[:, self.pad:self.pad + length]
-            if z.shape[-1] != length:
-                raise ValueError(f"{self.name}: output has {z.shape[-1]} samples, expected {length}")
+        z = self._crop(self.norm2(self.conv_tr(y)), length)
         if not self.last:
             z = gelu(np.ascontiguousarray(z))
         return self.emit(np.ascontiguousarray(z)), y
 
+    def _crop(self, z, length):
+        """The transposed convolution's output without its padding (a view)."""
+        if self.freq:
+            return z[:, self.pad:-self.pad, :] if self.pad else z
+        z = z[:, self.pad:self.pad + length]
+        if z.shape[-1] != length:
+            raise ValueError(f"{self.name}: output has {z.shape[-1]} samples, expected {length}")
+        return z
 
     def _transposed_gelu(self, y, length):
         """Untraced ``gelu(crop(conv_tr(y)))`` without a norm: the transposed convolution's
         bias, the crop and the GELU in one pass (same bits as the separate steps)."""
         layer = self.conv_tr
-        if self.freq:
-            z = conv.conv_transpose2d(y, layer.weight, None, layer.stride)
-            if self.pad:
-                z = z[:, self.pad:-self.pad, :]
-        else:
-            z = conv.conv_transpose1d(y, layer.weight, None, layer.stride)
-            z = z[:, self.pad:self.pad + length]
-            if z.shape[-1] != length:
-                raise ValueError(f"{self.name}: output has {z.shape[-1]} samples, expected {length}")
+        transposed = conv.conv_transpose2d if self.freq else conv.conv_transpose1d
+        z = self._crop(transposed(y, layer.weight, None, layer.stride), length)
         out = np.empty(z.shape, dtype=z.dtype)
         rows = (lambda a: a if a.ndim == 3 else a[:, None, :])
         activations.bias_gelu_channels_f32(rows(z), layer.bias, rows(out))

@@ -13,7 +13,7 @@ import numpy as np
 from .. import trace
 from ..kernels import activations
 from ..kernels.attention import multi_head_attention
-from .base import GroupNorm, LayerNorm, Layer, StateReader, gelu
+from .base import GroupNorm, LayerNorm, Layer, StateReader, fused, gelu
 from .hdemucs import LayerScale
 
 
@@ -105,7 +105,7 @@ class _TransformerLayerBase(Layer):
             self.norm_out = TokenGroupNorm(f"{name}.norm_out", reader, groups=int(norm_out), batched=True)
 
     def feed_forward(self, x):
-        if self.gelu_activation and x.dtype == np.float32 and not trace.enabled():
+        if self.gelu_activation and fused(x):
             # linear1's bias and the GELU in one pass over the (tokens, 4 * dim) hidden array
             hidden = self.linear1.product(x)
             activations.bias_gelu_rows_f32(hidden, self.linear1.bias)
