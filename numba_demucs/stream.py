@@ -328,7 +328,7 @@ def _separate_into(separator, source, scratch, names, two_stems, length, mean, s
     jobs = separator.jobs or default_jobs()
     with blas_threads(1) if jobs > 1 else contextlib.nullcontext(), \
             ThreadPoolExecutor(jobs) as pool:
-        tune_malloc(threads=jobs > 1)
+        tune_malloc(threads=jobs > 1, heap=False)
         try:
             for first in range(0, len(queue), jobs):
                 batch = queue[first:first + jobs]
