@@ -49,12 +49,12 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     demucs draws after ``random.seed(seed)``); with ``seed=None`` Python's global ``random``
     is used, as demucs does. For a bag, ``sources`` (names) lets members whose weights are
     zero on every requested source be skipped; their random draws are still made so the
-    other members' shifts do not change. ``jobs`` runs segments in that many threads, each
-    with single-threaded BLAS. ``None`` (the default) is one thread per CPU core when there
-    are several segments, which measured faster than one segment at a time on multi-threaded
-    BLAS (docs/benchmarks.md); under a trace capture the segments run one by one, still with
-    single-threaded BLAS, so tracing changes no bit of the result. ``jobs=1`` leaves BLAS
-    as configured: multi-threaded BLAS may round differently in the last bits.
+    other members' shifts do not change. ``jobs`` runs segments in that many threads.
+    ``None`` (the default) is one thread per CPU core, which measured faster than one segment
+    at a time on multi-threaded BLAS (docs/benchmarks.md); whenever a separation makes more
+    than one call, every call runs on single-threaded BLAS, so the result does not depend on
+    which calls ran together, and a trace capture (which runs them one by one) changes no
+    bit of it. ``jobs=1`` leaves BLAS as configured: multi-threaded BLAS rounds differently.
     """
     if transition_power < 1:
         raise NumbaDemucsError("transition_power < 1 is not allowed (demucs refuses it too)")

@@ -11,7 +11,7 @@ from demucs.apply import apply_model as demucs_apply_model
 from demucs.utils import center_trim as demucs_center_trim
 
 import numba_demucs
-from numba_demucs import NumbaDemucsError
+from numba_demucs import NumbaDemucsError, trace
 from numba_demucs.segments import center_trim, read_window, transition_weights
 from numba_demucs.debug import reference
 
@@ -96,6 +96,17 @@ def test_shifts_are_reproducible_with_a_seed(tiny):
     np.testing.assert_array_equal(first, numba_demucs.apply_model(model, mix, shifts=2, seed=5))
     other = numba_demucs.apply_model(model, mix, shifts=2, seed=6)
     assert np.abs(other - first).max() > 1e-4
+
+
+def test_threads_give_the_bits_of_one_call_at_a_time(tiny):
+    """Each pass has an odd number of calls, so one runs alone at its end: it must still use
+    single-threaded BLAS (1- and 2-thread OpenBLAS sgemm round differently on some CPUs)."""
+    model = numba_demucs.load_model(tiny[0])
+    mix = reference.music_like_signal(0.6, seed=1)[None]
+    threaded = numba_demucs.apply_model(model, mix, shifts=2, seed=5, jobs=2)
+    with trace.capture(tensors=False):  # one call at a time
+        sequential = numba_demucs.apply_model(model, mix, shifts=2, seed=5)
+    np.testing.assert_array_equal(threaded, sequential)
 
 
 def test_bag_averages_as_demucs(tiny):
