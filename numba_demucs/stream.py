@@ -29,6 +29,7 @@ import numpy as np
 import soundfile
 
 from . import audio
+from ._files import temporary_beside
 from ._threads import blas_threads, default_jobs, set_blas_threads, tune_malloc
 from .apply import center_trim, transition_weights
 from .errors import AudioError, NumbaDemucsError
@@ -383,7 +384,7 @@ def _write_stem(scratch, name, target, source, separator, output_rate, two_stems
     if clip_mode == "rescale":
         for block in blocks():
             peak = max(peak, float(np.abs(block).max()))
-    temporary = audio._temporary_name(target)
+    temporary = temporary_beside(target)
     try:
         subtype, options = audio.format_options(format, bits, as_float, bitrate)
         with soundfile.SoundFile(str(temporary), "w", output_rate, scratch.channels,
