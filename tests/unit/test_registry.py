@@ -26,7 +26,7 @@ def test_htdemucs_is_registered_under_its_pickled_names():
     assert "demucs.htdemucs.HTDemucs" in registry.qualified_names()
 
 
-@pytest.mark.parametrize("name", ["demucs.hdemucs.HDemucs", "Demucs", "elsewhere.HTDemucs"])
+@pytest.mark.parametrize("name", ["demucs.tasnet.ConvTasNet", "ConvTasNet", "elsewhere.HTDemucs"])
 def test_an_unregistered_class_is_refused_naming_class_and_file(name):
     with pytest.raises(UnsupportedModelError) as caught:
         registry.lookup(name, "models/bbbb0002.th")
