@@ -235,12 +235,12 @@ def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
     """Table of the points whose own (local) error exceeds ``rtol``, next to their total error."""
     from rich.table import Table
 
-    import numba_demucs
+    from numba_demucs.loading import load_model
 
     from .collect import segment_of
     from .isolate import isolate
 
-    model = numba_demucs.load_model(checkpoint, dtype=args.dtype)
+    model = load_model(Path(checkpoint), dtype=args.dtype)
     mix = segment_of(mix, model, args.segment_only)
     rows = isolate(reference_points, model, mix, args.segment_only)
     flagged = [row for row in rows if row["local"] > rtol]

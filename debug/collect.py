@@ -9,9 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-import numba_demucs
-import numba_demucs.checkpoint
 from numba_demucs import trace
+from numba_demucs._version import __version__
+from numba_demucs.apply import apply_model
+from numba_demucs.checkpoint import read_package
+from numba_demucs.loading import load_model
 
 from .dumpfile import sha256_of_array, sha256_of_file
 from .stats import tensor_stats
@@ -62,7 +64,7 @@ def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_
 
     ``model`` may be a loaded (possibly edited) model of ``checkpoint``.
     """
-    model = model if model is not None else numba_demucs.load_model(checkpoint, dtype=dtype)
+    model = model if model is not None else load_model(Path(checkpoint), dtype=dtype)
     mix = segment_of(mix, model, segment_only)
     recorder = _Recorder(save_tensors)
     batch = np.asarray(mix, dtype=model.dtype)[None]
@@ -70,8 +72,8 @@ def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_
         if segment_only:
             output = model(batch)
         else:
-            output = numba_demucs.apply_model(model, batch, shifts=0)
-    header = _header(f"numba-demucs {numba_demucs.__version__}", _model_name(model.sources),
+            output = apply_model(model, batch, shifts=0)
+    header = _header(f"numba-demucs {__version__}", _model_name(model.sources),
                      checkpoint, mix, model.dtype, segment_only)
     return header, recorder.records, recorder.tensors, output[0]
 
@@ -85,7 +87,7 @@ def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, 
 
     # Our restricted reader goes first: demucs' loader unpickles with torch.load(weights_only=False)
     # and imports what a .safetensors names, so a crafted file must be refused before it runs.
-    numba_demucs.checkpoint.read_package(checkpoint).class_name
+    read_package(checkpoint).class_name
     model = reference.load_reference(checkpoint)
     mix = segment_of(mix, model, segment_only)
     recorder = _Recorder(save_tensors)

@@ -16,12 +16,9 @@ from the one written with this ``.jsonl``.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
-import os
-import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._files import atomic_write, hash_file
 from ..errors import NumbaDemucsError
 from .stats import FLOAT_KEYS, RECORD_KEYS
 
@@ -73,23 +71,6 @@ def _decode_float(value):
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ValueError(f"expected a number, null or 'nan'/'inf'/'-inf', got {value!r}")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Write through ``write(file_object)`` to a temporary file beside ``path``, then rename.
-
-    A reader never sees a half-written dump: os.replace is atomic on one file system, and the
-    temporary name lives in the target folder so the rename never crosses file systems.
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _normalise_tensors(tensors, n_records: int, path: Path) -> dict[str, np.ndarray]:
@@ -154,9 +135,9 @@ def write_dump(path, header: Mapping[str, Any], records: Sequence[Mapping[str, A
     if arrays:
         def write_npz(f):
             np.savez(f, **arrays, **{_DUMP_ID_KEY: np.array(dump_id)})
-        _atomic_write(tensors_path(path), write_npz)
+        atomic_write(tensors_path(path), write_npz)
     text = ("\n".join(lines) + "\n").encode("utf-8")
-    _atomic_write(path, lambda f: f.write(text))
+    atomic_write(path, text)
     return path
 
 
@@ -258,13 +239,9 @@ def read_dump(path) -> Dump:
     return Dump(path=path, header=header, records=records)
 
 
-def sha256_of_file(path, chunk: int = 1 << 20) -> str:
+def sha256_of_file(path) -> str:
     """Hex SHA-256 of a file's bytes (the checkpoint hash of a dump header)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+    return hash_file(path)
 
 
 def sha256_of_array(array) -> str:

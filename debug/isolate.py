@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-import numba_demucs
 from numba_demucs import trace
+from numba_demucs.apply import apply_model
 
 from .reference import leading_squeezed
 
@@ -43,7 +43,7 @@ def run_ours(model, mix, segment_only, substitute=None):
         if segment_only:
             model(batch)
         else:
-            numba_demucs.apply_model(model, batch, shifts=0)
+            apply_model(model, batch, shifts=0)
     return [(name, context, leading_squeezed(array)) for name, context, array in records]
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from numba_demucs._files import TEMPORARY_SUFFIX, atomic_write, writer_pid
 from numba_demucs.errors import EvaluationError
 
 from .bsseval import bss_eval
@@ -94,27 +95,13 @@ def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
     return {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
 
 
-_TEMPORARY_SUFFIX = ".tmp"
-
-
 def write_json_atomically(path, document) -> None:
     """Write to a temporary name beside ``path`` and rename, so a crash leaves no half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}{_TEMPORARY_SUFFIX}")
-    try:
-        with open(temporary, "w") as handle:
-            json.dump(document, handle, indent=2)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # Ctrl-C or a full disk mid-write: leave nothing behind
-        temporary.unlink(missing_ok=True)
-        raise
+    atomic_write(path, json.dumps(document, indent=2), fsync=True)
 
 
 def remove_stale_temporaries(output, tracks) -> list[Path]:
-    """Delete ``.TRACK.json.PID.tmp`` files whose writer process is gone.
+    """Delete ``.TRACK.json.PID-RANDOM.tmp`` files whose writer process is gone.
 
     Only a killed process (SIGKILL, power loss) leaves one, between writing and renaming;
     its track has no JSON yet and is scored again. A live writer's file is kept.
@@ -124,9 +111,9 @@ def remove_stale_temporaries(output, tracks) -> list[Path]:
         final = result_path(output, track)
         if not final.parent.is_dir():
             continue
-        for temporary in final.parent.glob(f".{glob.escape(final.name)}.*{_TEMPORARY_SUFFIX}"):
-            pid = temporary.name[len(final.name) + 2 : -len(_TEMPORARY_SUFFIX)]
-            if pid.isdigit() and not _process_alive(int(pid)):
+        for temporary in final.parent.glob(f".{glob.escape(final.name)}.*{TEMPORARY_SUFFIX}"):
+            pid = writer_pid(temporary, final)
+            if pid is not None and not _process_alive(pid):
                 temporary.unlink(missing_ok=True)
                 removed.append(temporary)
     return removed
@@ -180,17 +167,17 @@ _MODELS: dict = {}
 
 def load_separator(model: str | None = None, checkpoint: str | None = None):
     """The model to separate with, loaded once per process: a pretrained name through
-    ``numba_demucs.pretrained.get_model`` (cache, download, checksums), a file through
-    ``pretrained.load_checkpoint``."""
+    ``numba_demucs.load_model`` (cache, download, checksums), a file through
+    ``loading.load_file`` (checksum in a ``SIG-CHECKSUM.th`` name checked)."""
     key = ("name", model) if model is not None else ("file", checkpoint)
     if key in _MODELS:
         return _MODELS[key]
-    from numba_demucs import pretrained
+    from numba_demucs.loading import load_file, load_named
 
     if model is not None:
-        loaded = pretrained.get_model(model)
+        loaded = load_named(model)
     elif checkpoint is not None:
-        loaded = pretrained.load_checkpoint(checkpoint)
+        loaded = load_file(checkpoint)
     else:
         raise EvaluationError("no model given: pass a model name or a checkpoint")
     _MODELS[key] = loaded
@@ -206,7 +193,7 @@ def normalised_apply(model, mixture: np.ndarray, options: SeparationOptions) -> 
     are trained on standardised input. ``numba_demucs.Separator`` does exactly that.
     Returns ``(sources, channels, samples)`` in the model's source order.
     """
-    from numba_demucs import Separator
+    from numba_demucs.separator import Separator
 
     separator = Separator(model, shifts=options.shifts, overlap=options.overlap,
                           split=options.split, segment=options.segment, seed=options.seed)

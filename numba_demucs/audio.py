@@ -25,12 +25,12 @@ import dataclasses
 import errno
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile
 
+from ._files import atomic_path, temporary_beside
 from .errors import AudioError
 
 OUTPUT_FORMATS = ("wav", "flac", "mp3")
@@ -273,13 +273,6 @@ def encode_block(wav: np.ndarray, extension: str, bits: int, as_float: bool) -> 
     return _as_pcm(wav, bits)
 
 
-def _temporary_name(path: Path) -> Path:
-    handle, name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}",
-                                    dir=path.parent)
-    os.close(handle)
-    return Path(name)
-
-
 def _write_error(path: Path, error: BaseException) -> AudioError:
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return AudioError(f"{path}: could not write the file: {os.strerror(error.errno)}")
@@ -301,21 +294,17 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
     if as_float and extension != "wav":
         raise AudioError(f"{path}: float32 samples can only be written to wav")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = _temporary_name(path)
+        temporary = temporary_beside(path)
     except OSError as error:
         raise AudioError(f"{path.parent}: cannot create files in this folder "
                          f"({os.strerror(error.errno) if error.errno else error})") from None
     try:
-        subtype, options = format_options(extension, bits, as_float, bitrate)
-        soundfile.write(str(temporary), encode_block(wav, extension, bits, as_float).T,
-                        samplerate, subtype=subtype, format=extension.upper(), **options)
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, (OSError, RuntimeError, soundfile.LibsndfileError)):
-            raise _write_error(path, error) from None
-        raise
+        with atomic_path(path, temporary):
+            subtype, options = format_options(extension, bits, as_float, bitrate)
+            soundfile.write(str(temporary), encode_block(wav, extension, bits, as_float).T,
+                            samplerate, subtype=subtype, format=extension.upper(), **options)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+        raise _write_error(path, error) from None
     return path
 
 

@@ -4,7 +4,7 @@ Nothing a file names is ever imported or called. A ``.th`` pickle may only refer
 handful of globals a demucs checkpoint needs (tensor rebuilding, storages, OrderedDict,
 Fraction, the demucs model class); every other global is refused before it is resolved.
 A ``.safetensors`` file's ``klass`` metadata is a plain string compared against the model
-classes we implement.
+classes demucs defines and those registered in ``registry``.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from . import registry
 from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
 
-# Model classes demucs may name; only HTDemucs is implemented here.
-SUPPORTED_CLASSES = {"demucs.htdemucs.HTDemucs": "HTDemucs"}
+# Model classes demucs may name; which of them we implement is registry's business.
 KNOWN_DEMUCS_CLASSES = {
     "demucs.htdemucs.HTDemucs",
     "demucs.hdemucs.HDemucs",
@@ -59,11 +59,13 @@ class ModelPackage:
 
     @property
     def class_name(self) -> str:
-        if self.klass in SUPPORTED_CLASSES:
-            return SUPPORTED_CLASSES[self.klass]
-        raise UnsupportedModelError(
-            f"{self.path}: model class {self.klass} is not supported (only demucs.htdemucs.HTDemucs)"
-        )
+        """The registered class name (``HTDemucs``); UnsupportedModelError for any other class."""
+        return registry.lookup(self.klass, self.path).class_name
+
+
+def _nameable_classes() -> set[str]:
+    """Class names a checkpoint may give: demucs' models and every registered family."""
+    return KNOWN_DEMUCS_CLASSES | registry.qualified_names()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +198,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         qualified = f"{module}.{name}"
-        if qualified in KNOWN_DEMUCS_CLASSES:
+        if qualified in _nameable_classes():
             return _ClassReference(qualified)
         raise UnsafeCheckpointError(
             f"{self._path}: the pickle references {qualified}, which is not allowed in a "
@@ -362,10 +364,10 @@ def read_safetensors(path) -> ModelPackage:
         raise CheckpointError(
             f"{path}: safetensors metadata lacks {', '.join(sorted(missing))}; not a demucs model")
     klass = metadata["klass"]
-    if klass not in KNOWN_DEMUCS_CLASSES:
+    if klass not in _nameable_classes():
         raise UnsafeCheckpointError(
-            f"{path}: metadata names {klass!r} as the model class, which is not a demucs model; "
-            "refusing to load it")
+            f"{path}: metadata names {klass!r} as the model class, which is neither a demucs "
+            "model nor a registered one; refusing to load it")
     try:
         args = _decode_json_value(json.loads(metadata["args"]))
         kwargs = _decode_json_value(json.loads(metadata["kwargs"]))
@@ -389,12 +391,14 @@ def read_package(path) -> ModelPackage:
 
 @dataclasses.dataclass
 class BagDescription:
-    """A demucs bag yaml: member files, per-model per-source weights, optional segment."""
+    """A demucs bag yaml: member signatures (and, once found, files), per-model per-source
+    weights, optional segment."""
 
-    members: list[Path]
+    signatures: list[str]
     weights: list[list[float]] | None
     segment: float | None
     path: Path
+    members: list[Path] | None = None
 
 
 def find_member(folder: Path, signature: str, path: Path) -> Path:
@@ -408,19 +412,32 @@ def find_member(folder: Path, signature: str, path: Path) -> Path:
     raise CheckpointError(f"{path}: bag member {signature} not found in {folder}")
 
 
-def read_bag(path) -> BagDescription:
+def parse_bag(path) -> BagDescription:
+    """The bag yaml's content, checked (``models`` a non-empty list, one ``weights`` row per
+    model); ``members`` is left unset."""
     import yaml
 
     path = _open_checked(path)
     try:
         content = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
         raise CheckpointError(f"{path}: not a valid bag yaml ({error})") from None
     if not isinstance(content, dict) or not isinstance(content.get("models"), list) \
             or not content["models"]:
         raise CheckpointError(f"{path}: a bag yaml needs a non-empty 'models' list")
-    members = [find_member(path.parent, str(sig), path) for sig in content["models"]]
+    signatures = [str(sig) for sig in content["models"]]
     weights = content.get("weights")
-    if weights is not None and len(weights) != len(members):
-        raise CheckpointError(f"{path}: {len(weights)} weight rows for {len(members)} models")
-    return BagDescription(members, weights, content.get("segment"), path)
+    if weights is not None and (not isinstance(weights, list) or len(weights) != len(signatures)):
+        raise CheckpointError(
+            f"{path}: 'weights' must have one row per model ({len(signatures)} models)")
+    return BagDescription(signatures, weights, content.get("segment"), path)
+
+
+def read_bag(path, find=None) -> BagDescription:
+    """:func:`parse_bag`, with each member's file found by ``find(signature, bag_path)``
+    (default: :func:`find_member` in the yaml's folder)."""
+    bag = parse_bag(path)
+    if find is None:
+        def find(signature, context):
+            return find_member(context.parent, signature, context)
+    return dataclasses.replace(bag, members=[find(sig, bag.path) for sig in bag.signatures])

@@ -23,6 +23,7 @@ import numpy as np
 from . import audio
 from .apply import apply_model
 from .errors import AudioError, NumbaDemucsError
+from .loading import load_file, load_named
 from .models.bag import BagOfModels
 from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
 from .standardise import Standardisation
@@ -36,13 +37,11 @@ def _load(model, repo, dtype, progress):
         return model, getattr(model, "name", type(model).__name__)
     text = str(model)
     path = Path(text)
-    from . import pretrained
-
     if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
         # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
         name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
-        return pretrained.load_checkpoint(path, dtype=dtype), name
-    return pretrained.get_model(text, repo=repo, dtype=dtype, progress=progress), text
+        return load_file(path, dtype=dtype), name
+    return load_named(text, repo=repo, dtype=dtype, progress=progress), text
 
 
 class Separator:

@@ -26,6 +26,7 @@ import numpy as np
 import soundfile
 
 from . import audio, segments
+from ._files import temporary_beside
 from .errors import AudioError, NumbaDemucsError
 from .outputs import StemOutput
 from .standardise import Standardisation
@@ -227,7 +228,7 @@ def _write_stem(scratch, name, target, source, separator, output_rate, output):
     if output.clip_mode == "rescale":
         for block in blocks():
             peak = max(peak, float(np.abs(block).max()))
-    temporary = audio._temporary_name(target)
+    temporary = temporary_beside(target)
     try:
         subtype, options = audio.format_options(output.format, output.bits, output.as_float,
                                                 output.bitrate)

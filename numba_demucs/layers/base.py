@@ -22,19 +22,19 @@ class StateReader:
     missing entries, as ``load_state_dict(strict=True)`` does.
     """
 
-    def __init__(self, state: dict, dtype, source: str):
+    def __init__(self, state: dict, dtype, origin: str):
         self._state = state
         self.dtype = np.dtype(dtype)
-        self.source = source
+        self.origin = origin
         self.used: set[str] = set()
 
     def take(self, key: str, shape: tuple | None = None) -> np.ndarray:
         if key not in self._state:
-            raise CheckpointError(f"{self.source}: missing weight {key}")
+            raise CheckpointError(f"{self.origin}: missing weight {key}")
         value = np.ascontiguousarray(np.asarray(self._state[key]), dtype=self.dtype)
         if shape is not None and value.shape != tuple(shape):
             raise CheckpointError(
-                f"{self.source}: weight {key} has shape {value.shape}, expected {tuple(shape)}")
+                f"{self.origin}: weight {key} has shape {value.shape}, expected {tuple(shape)}")
         self.used.add(key)
         return value
 
@@ -43,7 +43,7 @@ class StateReader:
         if unused:
             shown = ", ".join(unused[:5]) + (" ..." if len(unused) > 5 else "")
             raise CheckpointError(
-                f"{self.source}: {len(unused)} weights do not belong to this architecture: {shown}")
+                f"{self.origin}: {len(unused)} weights do not belong to this architecture: {shown}")
 
 
 class Layer:

@@ -9,15 +9,15 @@ from ..errors import NumbaDemucsError
 class BagOfModels:
     """Models with identical sources, averaged per source with ``weights[model][source]``."""
 
-    def __init__(self, models, weights=None, segment=None, source="bag"):
+    def __init__(self, models, weights=None, segment=None, origin="bag"):
         if not models:
-            raise NumbaDemucsError(f"{source}: a bag needs at least one model")
+            raise NumbaDemucsError(f"{origin}: a bag needs at least one model")
         first = models[0]
         for other in models:
             if (other.sources, other.samplerate, other.audio_channels) != (
                     first.sources, first.samplerate, first.audio_channels):
                 raise NumbaDemucsError(
-                    f"{source}: bag members disagree on sources, sample rate or channels")
+                    f"{origin}: bag members disagree on sources, sample rate or channels")
             # demucs only lets a bag shorten a transformer model's segment, never lengthen it.
             if segment is not None and segment <= other.segment:
                 other.segment = segment
@@ -29,9 +29,9 @@ class BagOfModels:
             weights = [[1.0] * len(self.sources) for _ in models]
         if len(weights) != len(models) or any(len(row) != len(self.sources) for row in weights):
             raise NumbaDemucsError(
-                f"{source}: weights must be {len(models)} rows of {len(self.sources)} values")
+                f"{origin}: weights must be {len(models)} rows of {len(self.sources)} values")
         self.weights = [[float(w) for w in row] for row in weights]
-        self.source = source
+        self.origin = origin
 
     @property
     def segment(self):

@@ -78,7 +78,7 @@ class HTDemucsConfig:
     use_train_segment: bool = True
 
     @classmethod
-    def from_arguments(cls, args, kwargs, source="checkpoint"):
+    def from_arguments(cls, args, kwargs, origin="checkpoint"):
         """Bind a checkpoint's ``args``/``kwargs`` as demucs would, dropping unknown names.
 
         demucs' ``load_model`` drops arguments the class does not take with a warning; we
@@ -88,17 +88,17 @@ class HTDemucsConfig:
         kwargs = dict(kwargs)
         for key in list(kwargs):
             if key not in names:
-                warnings.warn(f"{source}: dropping unknown HTDemucs argument {key}")
+                warnings.warn(f"{origin}: dropping unknown HTDemucs argument {key}")
                 del kwargs[key]
         try:
             bound = inspect.signature(cls).bind(*args, **kwargs)
         except TypeError as error:
-            raise UnsupportedModelError(f"{source}: cannot bind HTDemucs arguments ({error})") from None
+            raise UnsupportedModelError(f"{origin}: cannot bind HTDemucs arguments ({error})") from None
         config = cls(*bound.args, **bound.kwargs)
-        config.check_supported(source)
+        config.check_supported(origin)
         return config
 
-    def check_supported(self, source="HTDemucs"):
+    def check_supported(self, origin="HTDemucs"):
         """Refuse arguments whose computation we do not implement, naming them."""
         refused = []
         if not self.cac:
@@ -121,7 +121,7 @@ class HTDemucsConfig:
             refused.append(f"wiener_iters={self.wiener_iters} != end_iters={self.end_iters}")
         if refused:
             raise UnsupportedModelError(
-                f"{source}: HTDemucs({', '.join(refused)}) is not supported")
+                f"{origin}: HTDemucs({', '.join(refused)}) is not supported")
 
     @property
     def segment_length(self) -> int:

@@ -12,7 +12,6 @@ import math
 import numpy as np
 
 from .. import trace
-from ..checkpoint import ModelPackage
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
 from ..layers.base import Conv, StateReader
@@ -86,16 +85,16 @@ class HTDemucs:
     # demucs.apply pads a chunk to the requested segment, not to valid_length, for HTDemucs
     segment_fixes_input_length = True
 
-    def __init__(self, config: HTDemucsConfig, state: dict, dtype=np.float32, source="HTDemucs"):
-        config.check_supported(source)
+    def __init__(self, config: HTDemucsConfig, state: dict, dtype=np.float32, origin="HTDemucs"):
+        config.check_supported(origin)
         self.config = config
         self.sources = list(config.sources)
         self.samplerate = config.samplerate
         self.audio_channels = config.audio_channels
         self.segment = config.segment
         self.dtype = np.dtype(dtype)
-        self.source = source
-        reader = StateReader(state, dtype, source)
+        self.origin = origin
+        reader = StateReader(state, dtype, origin)
         encoders, tencoders, decoders, tdecoders, freq_emb_size = _layer_plan(config)
         self.encoder = [HEncLayer(f"encoder.{i}", reader, **kw) for i, kw in enumerate(encoders)]
         self.tencoder = [HEncLayer(f"tencoder.{i}", reader, **kw) for i, kw in enumerate(tencoders)]
@@ -125,12 +124,6 @@ class HTDemucs:
                 sin_random_shift=config.t_sin_random_shift)
         reader.check_all_used()
 
-    @classmethod
-    def from_package(cls, package: ModelPackage, dtype=np.float32):
-        package.class_name  # refuses classes other than HTDemucs
-        config = HTDemucsConfig.from_arguments(package.args, package.kwargs, str(package.path))
-        return cls(config, package.state, dtype, str(package.path))
-
     # -- parameters -------------------------------------------------------------------
     def layers(self):
         named = [*self.encoder, *self.tencoder, *self.decoder, *self.tdecoder]
@@ -159,7 +152,7 @@ class HTDemucs:
         training_length = int(self.segment * self.samplerate)
         if training_length < length:
             raise NumbaDemucsError(
-                f"{self.source}: a {length}-sample input is longer than the model's "
+                f"{self.origin}: a {length}-sample input is longer than the model's "
                 f"{training_length}-sample training segment; use apply_model(split=True)")
         return training_length
 
@@ -212,7 +205,7 @@ class HTDemucs:
         except (ValueError, IndexError) as error:
             # Layers check that their weights fit what reaches them; a checkpoint whose
             # tensors have the right names but wrong sizes ends here, not in a kernel.
-            raise CheckpointError(f"{self.source}: weights do not fit the architecture: {error}") from None
+            raise CheckpointError(f"{self.origin}: weights do not fit the architecture: {error}") from None
 
     def _forward(self, mix, sin_shift):
         dt = self.dtype.type

@@ -121,8 +121,8 @@ def test_only_temporaries_of_dead_writers_are_removed(long_dataset, tmp_path):
     dead_pid = int(finished.stdout)  # that process has exited
     assert dead_pid != os.getpid()
     name = f"{tracks[0].name}.json"
-    dead = folder / f".{name}.{dead_pid}.tmp"
-    live = folder / f".{name}.{os.getpid()}.tmp"
+    dead = folder / f".{name}.{dead_pid}-k1ll3d.tmp"
+    live = folder / f".{name}.{os.getpid()}-w0rk1n.tmp"
     dead.write_text('{"targets": [')
     live.write_text('{"targets": [')
     removed = runner.remove_stale_temporaries(output, tracks)

@@ -184,18 +184,18 @@ def test_state_that_does_not_fit_the_architecture(tiny_files):
     state = dict(package.state)
     state["encoder.0.conv.weight"] = state["encoder.0.conv.weight"][:1]
     with pytest.raises(CheckpointError, match=r"edited: weight encoder.0.conv.bias has shape \(8,\), expected \(1,\)"):
-        HTDemucs(config, state, source="edited")
+        HTDemucs(config, state, origin="edited")
     state = dict(package.state)
     state["encoder.0.dconv.layers.0.0.weight"] = state["encoder.0.dconv.layers.0.0.weight"][:, :3]
-    model = HTDemucs(config, state, source="edited")
+    model = HTDemucs(config, state, origin="edited")
     with pytest.raises(CheckpointError, match="edited: weights do not fit.*encoder.0.dconv.layers.0.0 takes 3 channels"):
         model.forward(np.zeros((2, 1000), np.float32))
     del state["encoder.0.conv.weight"]
     with pytest.raises(CheckpointError, match="missing weight encoder.0.conv.weight"):
-        HTDemucs(config, state, source="edited")
+        HTDemucs(config, state, origin="edited")
     state = dict(package.state, **{"encoder.9.conv.weight": np.zeros(1)})
     with pytest.raises(CheckpointError, match="1 weights do not belong to this architecture: encoder.9"):
-        HTDemucs(config, state, source="edited")
+        HTDemucs(config, state, origin="edited")
 
 
 def test_bag_yaml(tmp_path, tiny_files):
@@ -207,6 +207,10 @@ def test_bag_yaml(tmp_path, tiny_files):
     assert isinstance(bag, numba_demucs.BagOfModels)
     assert bag.weights == [[1, 0, 1, 1], [0, 1, 1, 0]]
     assert all(m.segment == 0.2 for m in bag.models)
+    # .origin: the file each came from (error messages); .sources: the stem names
+    assert bag.origin == str(tmp_path / "bag.yaml")
+    assert [m.origin for m in bag.models] == [str(tmp_path / th.name)] * 2
+    assert bag.sources == reference.FOUR_SOURCES
     (tmp_path / "broken.yaml").write_text("models: ['ffff9999']\n")
     with pytest.raises(CheckpointError, match="broken.yaml: bag member ffff9999 not found"):
         numba_demucs.load_model(tmp_path / "broken.yaml")

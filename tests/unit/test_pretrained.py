@@ -4,6 +4,7 @@ import hashlib
 import http.server
 import json
 import re
+import sys
 import threading
 import urllib.parse
 from fractions import Fraction
@@ -17,6 +18,7 @@ import numba_demucs
 from numba_demucs import (BagOfModels, CheckpointError, ChecksumError, DownloadError, HTDemucs,
                           UnknownModelError, UnsupportedModelError, pretrained)
 from numba_demucs.debug import reference
+from numba_demucs.pretrained import catalog, download
 
 TINY = dict(channels=8, dconv_comp=4, segment=Fraction(1, 4), t_layers=1, bottom_channels=16,
             dconv_mode=3)
@@ -52,10 +54,10 @@ def served(tmp_path_factory):
 def tables(monkeypatch, served):
     """Adds a legacy bag ``tinybag`` (no Hugging Face repository) made of the served files."""
     _, _, legacy_files = served
-    monkeypatch.setattr(pretrained, "_LEGACY_FILES", {**pretrained._LEGACY_FILES, **legacy_files})
-    monkeypatch.setattr(pretrained, "_BAGS", {
-        **pretrained._BAGS, "tinybag": pretrained._BagSpec(SIGS, WEIGHTS)})
-    monkeypatch.setattr(pretrained, "_HTDEMUCS", pretrained._HTDEMUCS | set(SIGS))
+    monkeypatch.setattr(catalog, "LEGACY_FILES", {**catalog.LEGACY_FILES, **legacy_files})
+    monkeypatch.setattr(catalog, "BAGS", {
+        **catalog.BAGS, "tinybag": catalog.BagSpec(SIGS, WEIGHTS)})
+    monkeypatch.setattr(catalog, "HTDEMUCS", catalog.HTDEMUCS | set(SIGS))
 
 
 def _git_sha1(data: bytes) -> str:
@@ -213,7 +215,7 @@ def test_cache_hit_with_the_server_stopped(remote, served, tmp_path):
     pretrained.resolve("htdemucs_ft")
     requests = len(server.log)
     server.stop()
-    _assert_bag(pretrained.get_model("htdemucs_ft"), states)
+    _assert_bag(numba_demucs.load_model("htdemucs_ft"), states)
     assert len(server.log) == requests
 
 
@@ -238,7 +240,7 @@ def test_corrupted_cache_is_fetched_again(remote, served, tmp_path):
     data[len(data) // 2] ^= 0xFF
     cached.write_bytes(bytes(data))
     server.log.clear()
-    _assert_bag(pretrained.get_model("htdemucs_ft"), states)
+    _assert_bag(numba_demucs.load_model("htdemucs_ft"), states)
     assert _sha256(cached) == original
     assert server.log == ["adefossez/HTDemucs-ft/resolve/main/aaaa0002.safetensors",
                           "cdn/adefossez/HTDemucs-ft/aaaa0002.safetensors"]
@@ -275,7 +277,7 @@ def test_member_cut_off_midway_then_completed(remote, served, tmp_path):
     assert _cache_files(tmp_path) == ["hf/adefossez/HTDemucs-ft/htdemucs_ft.yaml",
                                       "hf/adefossez/HTDemucs-ft/htdemucs_ft.yaml.meta.json"]
     server = remote()
-    _assert_bag(pretrained.get_model("hf://htdemucs_ft"), states)
+    _assert_bag(numba_demucs.load_model("hf://htdemucs_ft"), states)
     assert not any(path.endswith(".yaml") for path in server.log)
 
 
@@ -291,7 +293,7 @@ def test_hub_without_checksums_is_accepted_but_recorded(remote, served, tmp_path
     _, states, _ = served
     remote("no-etag")
     with caplog.at_level("WARNING", logger="numba_demucs.pretrained"):
-        _assert_bag(pretrained.get_model("hf://adefossez/htdemucs_ft"), states)
+        _assert_bag(numba_demucs.load_model("hf://adefossez/htdemucs_ft"), states)
     assert "gave no checksum" in caplog.text
     folder = tmp_path / "cache" / "hf" / "adefossez" / "HTDemucs-ft"
     sidecar = folder / "aaaa0001.safetensors.meta.json"
@@ -328,7 +330,7 @@ def test_rich_progress_bar_runs(remote, tmp_path):
 def test_legacy_fallback_download_and_cache(remote, served, tables, tmp_path):
     root, states, legacy_files = served
     server = remote()
-    bag = pretrained.get_model("tinybag")
+    bag = numba_demucs.load_model("tinybag")
     _assert_bag(bag, states)
     assert "adefossez/Demucs-tinybag/resolve/main/tinybag.yaml" in server.log   # tried first
     folder = tmp_path / "cache" / "legacy"
@@ -338,7 +340,7 @@ def test_legacy_fallback_download_and_cache(remote, served, tables, tmp_path):
         assert _sha256(folder / name).startswith(name[len(sig) + 1:-3])
     assert yaml.safe_load((folder / "tinybag.yaml").read_text()) == {
         "models": list(SIGS), "weights": WEIGHTS}
-    single = pretrained.get_model(SIGS[0])
+    single = numba_demucs.load_model(SIGS[0])
     assert isinstance(single, HTDemucs)
     _assert_parameters(single, states[SIGS[0]])
     # a signature goes straight to the legacy file, never to the hub
@@ -416,19 +418,19 @@ def test_tables_match_demucs_remote_lists(monkeypatch):
 
     monkeypatch.delenv("NUMBA_DEMUCS_REMOTE", raising=False)
     monkeypatch.delenv("HF_ENDPOINT", raising=False)
-    assert pretrained._hf_url("adefossez/HTDemucs-ft", "htdemucs_ft.yaml") == \
+    assert download.hf_url("adefossez/HTDemucs-ft", "htdemucs_ft.yaml") == \
         "https://huggingface.co/adefossez/HTDemucs-ft/resolve/main/htdemucs_ft.yaml"
-    assert pretrained._legacy_url("955717e8") == \
+    assert download.legacy_url("955717e8") == \
         "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/955717e8-8726e21a.th"
 
     urls = official._parse_remote_files(official.REMOTE_ROOT / "files.txt")
     assert {sig: f"{pretrained.LEGACY_ROOT}/{path}"
-            for sig, path in pretrained._LEGACY_FILES.items()} == urls
+            for sig, path in catalog.LEGACY_FILES.items()} == urls
     bags = {path.stem: yaml.safe_load(path.read_text())
             for path in official.REMOTE_ROOT.glob("*.yaml")}
-    assert set(bags) == set(pretrained._BAGS)
+    assert set(bags) == set(catalog.BAGS)
     for name, content in bags.items():
-        spec = pretrained._BAGS[name]
+        spec = catalog.BAGS[name]
         assert list(spec.models) == content["models"]
         assert spec.weights == content.get("weights")
         assert spec.segment == content.get("segment")
@@ -441,7 +443,7 @@ def test_cache_dir_rules(monkeypatch, tmp_path):
     monkeypatch.setenv("NUMBA_DEMUCS_CACHE", str(tmp_path / "x"))
     assert pretrained.cache_dir() == tmp_path / "x"
     monkeypatch.delenv("NUMBA_DEMUCS_CACHE")
-    monkeypatch.setattr(pretrained.sys, "platform", "linux")
+    monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert pretrained.cache_dir() == tmp_path / "xdg" / "numba-demucs"
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
@@ -471,7 +473,7 @@ def test_local_repo_resolution(local_repo, served, monkeypatch):
     assert pretrained.resolve("mine", repo=folder) == folder / "mine.yaml"
     assert pretrained.resolve(SIGS[0], repo=folder) == th
     assert pretrained.resolve(SIGS[1], repo=str(folder)) == folder / f"{SIGS[1]}.safetensors"
-    _assert_bag(pretrained.get_model("mine", repo=folder), states)
+    _assert_bag(numba_demucs.load_model("mine", repo=folder), states)
     assert set(pretrained.list_models(repo=folder)) == {"mine", *SIGS}
     with pytest.raises(UnknownModelError, match="found: aaaa0001, aaaa0002, mine"):
         pretrained.resolve("htdemucs", repo=folder)
@@ -489,12 +491,16 @@ def test_local_repo_checks_checksums_and_duplicates(local_repo):
         pretrained.resolve("mine", repo=folder)
 
 
-def test_load_checkpoint_checks_the_name_checksum(served, tmp_path):
+def test_loading_a_file_checks_the_name_checksum(served, tmp_path):
     root, states, legacy_files = served
     source = root / legacy_files[SIGS[0]]
-    _assert_parameters(pretrained.load_checkpoint(source), states[SIGS[0]])
+    _assert_parameters(numba_demucs.load_model(source), states[SIGS[0]])
     copy = tmp_path / source.name
     copy.write_bytes(source.read_bytes() + b"junk")
     with pytest.raises(ChecksumError):
-        pretrained.load_checkpoint(copy)
+        numba_demucs.load_model(copy)
+    with pytest.raises(ChecksumError):
+        numba_demucs.load_model(str(copy))
+    with pytest.raises(ChecksumError):
+        pretrained.load_checkpoint(copy)          # the name kept for compatibility
     assert numba_demucs.ChecksumError is ChecksumError
