@@ -65,8 +65,10 @@ def perturb_parameters(model, seed=0):
     """Make every parameter matter.
 
     BatchNorm running means from N(0, 0.3^2) and variances from U(0.5, 2), affines from
-    U(0.5, 1.5) / N(0, 0.3^2); input mean/scale per bin (as the stored -mean and 1/std of
-    real spectrograms would be); output scale from U(0.5, 1.5) and mean from N(0.3, 0.3^2),
+    U(0.5, 1.5) / N(0, 0.3^2); input mean/scale per bin, as the stored -mean and 1/std of
+    real magnitude spectrograms would be (scale 1/U(3, 10): music at a peak of about 1 has
+    magnitudes of a few units), so that bn1's output mostly stays in tanh's linear range
+    instead of saturating it (a saturated tanh would hide fc1 and bn1); output scale from U(0.5, 1.5) and mean from N(0.3, 0.3^2),
     so the final ReLU clips some bins and passes others; LSTM biases N(0, 0.3^2) and the
     weights left at PyTorch's init (gates stay mostly in their linear range).
     """
@@ -93,8 +95,8 @@ def perturb_parameters(model, seed=0):
                     if name.startswith("bias"):
                         parameter.copy_(normal(parameter.shape, 0.0, 0.3))
         bins = model.input_mean.shape[0]
-        model.input_mean.copy_(-uniform((bins,), 0.0, 0.5))
-        model.input_scale.copy_(1.0 / uniform((bins,), 0.3, 1.5))
+        model.input_mean.copy_(-uniform((bins,), 0.0, 2.0))
+        model.input_scale.copy_(1.0 / uniform((bins,), 3.0, 10.0))
         outputs = model.output_scale.shape[0]
         model.output_scale.copy_(uniform((outputs,), 0.5, 1.5))
         model.output_mean.copy_(normal((outputs,), 0.3, 0.3))

@@ -138,12 +138,15 @@ class OpenUnmixSeparator:
 
     segment_fixes_input_length = False
 
-    def __init__(self, config: OpenUnmixConfig, states: dict, dtype=np.float32, origin="umx"):
+    def __init__(self, config: OpenUnmixConfig, states: dict, dtype=np.float32, origin="umx",
+                 origins: dict | None = None):
         self.config = config
         self.dtype = np.dtype(dtype)
-        self.origin = origin
+        self.origin = origin  # for messages; ``origins`` names each target's file
+        origins = origins or {}
         self.targets = [OpenUnmix(f"target_models.{target}", states[target], config, dtype,
-                                  f"{origin} ({target})") for target in config.targets]
+                                  origins.get(target, f"{origin} ({target})"))
+                        for target in config.targets]
         self.sources = list(config.targets) + (["residual"] if config.residual else [])
         self.samplerate = config.samplerate
         self.audio_channels = config.nb_channels
