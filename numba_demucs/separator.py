@@ -36,7 +36,10 @@ def _load(model, repo, dtype, progress):
         return model, getattr(model, "name", type(model).__name__)
     text = str(model)
     path = Path(text)
-    from . import pretrained
+    from . import pretrained, pretrained_umx
+
+    if pretrained_umx.is_openunmix(text):
+        return pretrained_umx.load(text, repo, dtype=dtype, progress=progress), text
 
     if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
         # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
@@ -76,6 +79,9 @@ class Separator:
         if resampler not in audio.RESAMPLERS:
             raise NumbaDemucsError(
                 f"unknown resampler {resampler!r}; choose one of {', '.join(audio.RESAMPLERS)}")
+        if segment is not None and self.whole_track:
+            raise NumbaDemucsError(f"--segment: model {self.name} separates the whole track "
+                                   "at once (its LSTM runs over all of it); it has no segments")
         if segment is not None and segment > float(self.model.segment):
             raise NumbaDemucsError(
                 f"--segment {segment} is longer than the {float(self.model.segment):.2f} s "
@@ -92,6 +98,12 @@ class Separator:
         self.callback = callback
 
     @property
+    def whole_track(self) -> bool:
+        """Whether the model separates a whole track in one ``separate(mix)`` call (Open-Unmix)
+        instead of through apply_model's segments, shifts and bags (Demucs)."""
+        return hasattr(self.model, "separate")
+
+    @property
     def samplerate(self) -> int:
         return int(self.model.samplerate)
 
@@ -106,6 +118,8 @@ class Separator:
     @property
     def passes(self) -> int:
         """How many times the whole track goes through a model (progress reporting)."""
+        if self.whole_track:
+            return 1
         members = len(self.model.models) if isinstance(self.model, BagOfModels) else 1
         return members * max(self.shifts, 1)
 
@@ -118,6 +132,12 @@ class Separator:
         wav = np.ascontiguousarray(wav, dtype=np.float32)
         if not wav.any():
             return np.zeros((len(self.sources),) + wav.shape, dtype=np.float32)
+        if self.whole_track:
+            # Open-Unmix: no normalisation, no segments (openunmix's Separator on the mix).
+            out = self.model.separate(wav).astype(np.float32, copy=False)
+            if callback or self.callback:
+                (callback or self.callback)({"segment_offset": 0, "segments": 1})
+            return out
         downmix = wav.mean(axis=0, dtype=np.float64)
         mean = np.float32(downmix.mean())
         spread = downmix.std(ddof=1) if downmix.size > 1 else 0.0
@@ -190,6 +210,9 @@ class Separator:
         check_filename_template(filename)
         path = Path(path)
         if stream:
+            if self.whole_track:
+                raise NumbaDemucsError(f"--stream: model {self.name} separates the whole track "
+                                       "at once (bidirectional LSTM); run it without --stream")
             if self.resampler != "sinc":
                 raise NumbaDemucsError("--stream resamples with the sinc resampler only")
             from . import stream as streaming
