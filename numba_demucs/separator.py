@@ -126,7 +126,8 @@ class Separator:
             # Open-Unmix: no normalisation, no segments (openunmix's Separator on the mix).
             out = self.model.separate(wav).astype(np.float32, copy=False)
             if callback or self.callback:
-                (callback or self.callback)({"segment_offset": 0, "segments": 1})
+                (callback or self.callback)({"segment_offset": 0, "segments": 1,
+                                            "segments_total": 1})
             return out
         normalised = standard.apply(wav.copy())
         out = apply_model(self.model, normalised[None], shifts=self.shifts,

@@ -7,6 +7,8 @@ projections of the whole track.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 
 from ..kernels import lstm_umx
@@ -114,7 +116,10 @@ class LSTM(Layer):
         for layer, directions in enumerate(self.weights):
             last = layer == self.num_layers - 1
             target = out if last and out is not None else np.empty((frames, 2 * hidden), x.dtype)
-            self._direction(x, directions[0], target[:, :hidden], reverse=False)
-            self._direction(x, directions[1], target[:, hidden:], reverse=True)
+            # The two directions are independent: one thread each (the kernel drops the GIL).
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                backward = pool.submit(self._direction, x, directions[1], target[:, hidden:], True)
+                self._direction(x, directions[0], target[:, :hidden], False)
+                backward.result()
             x = target
         return x
