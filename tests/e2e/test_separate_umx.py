@@ -19,7 +19,7 @@ from numba_demucs.errors import NumbaDemucsError
 
 from ..conftest import snr_db
 
-SECONDS = 5.0
+SECONDS = 3.0
 TARGETS = ("vocals", "drums", "bass", "other")
 
 

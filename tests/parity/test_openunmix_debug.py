@@ -69,7 +69,7 @@ def test_debug_cli_on_openunmix(setup, tmp_path):
         return subprocess.run([sys.executable, "-m", "numba_demucs.cli", "debug", *arguments],
                               capture_output=True, text=True, env=env)
 
-    common = ["--checkpoint", str(folder / "repo"), "--seconds", "2"]
+    common = ["--checkpoint", str(folder / "repo"), "--seconds", "1.5"]
     for side in ("reference", "trace"):
         result = run(side, *common, "-o", str(tmp_path / f"{side}.jsonl"))
         assert result.returncode == 0, result.stderr
