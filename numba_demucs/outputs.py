@@ -75,6 +75,12 @@ class StemOutput:
 
     def targets(self, out, model_name: str, track_path, sources) -> dict:
         """``{stem: path}`` under ``out/model_name`` (demucs' layout)."""
+        for name in sources:
+            # stem names come from the checkpoint: they must not steer files out of `out`
+            if not isinstance(name, str) or not name or name in (".", "..") \
+                    or any(c in name for c in "/\\\0"):
+                raise NumbaDemucsError(f"model {model_name}: source name {name!r} cannot be "
+                                       "a file name; refusing to write its stems")
         track, extension = audio.track_name(Path(track_path))
         folder = Path(out) / model_name
         return {name: folder / self.filename.format(track=track, trackext=extension,

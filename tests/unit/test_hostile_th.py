@@ -235,3 +235,12 @@ def test_deflated_tensor_data_is_not_inflated_past_its_tensor(tmp_path, package)
             out.writestr(item.filename, source.read(item), compress_type=compress)
     with pytest.raises(CheckpointError, match=r"bomb2\.th: tensor data .* (inflate|truncated)"):
         read_package(tmp_path / "bomb2.th")
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", "..", "c\\d", ""])
+def test_source_names_cannot_steer_stems_out_of_the_output_folder(tmp_path, name):
+    from numba_demucs.errors import NumbaDemucsError
+    from numba_demucs.outputs import StemOutput
+
+    with pytest.raises(NumbaDemucsError, match="cannot be a file name"):
+        StemOutput().targets(tmp_path, "model", tmp_path / "song.wav", ["drums", name])
