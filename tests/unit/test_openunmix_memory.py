@@ -23,7 +23,7 @@ def _peak(model, seconds):
 def test_memory_grows_with_the_samples_not_the_spectrogram():
     model = ours(reference_umx.build_separator("umxl", seed=0, hidden_size=16), np.float32)
     model.separate(music_like_signal(2.0))  # compiled, caches warm
-    short, long = 20.0, 80.0
+    short, long = 10.0, 40.0
     growth = _peak(model, long) - _peak(model, short)
     samples = (long - short) * 44100
     frames = samples / 1024
