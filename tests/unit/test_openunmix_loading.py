@@ -1,8 +1,6 @@
 """Open-Unmix's per-target ``TARGET-HASH8.pth`` files, read without torch."""
 import hashlib
 import io
-import pickle
-import zipfile
 
 import numpy as np
 import pytest
