@@ -7,9 +7,9 @@ writes it with torch tensor operations (products and sums rounded one by one, no
 multiply-add), including the 2x2 complex channel-covariance inversion. The sums over frames
 (spatial covariances and their weights) accumulate in float64 and are rounded once.
 
-One quirk of openunmix is kept because it changes its numbers: its ``atan2`` adds 1 to the
-real part of the mixture wherever a bin is exactly zero (digital silence), in the tensor the
-EM then filters, so silent stretches of the mix come out of the EM slightly non-zero.
+One quirk of openunmix is kept: its ``atan2`` adds 1 to the real part of the mixture
+wherever a bin is exactly zero (digital silence), in the tensor the rest of the filter uses
+(the residual target and the EM's input and scaling see that 1).
 """
 from __future__ import annotations
 
