@@ -20,7 +20,8 @@ END_TO_END_THRESHOLD_DB = {"float32": 90.0, "float64": 200.0}
 def _input_arguments(parser, checkpoint_required):
     if checkpoint_required:
         parser.add_argument("--checkpoint", type=Path, required=True,
-                            help=".th or .safetensors model file")
+                            help=".th or .safetensors model file, or a folder of Open-Unmix "
+                                 "TARGET-HASH8.pth files")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", type=Path, help="44.1 kHz audio file")
     source.add_argument("--seconds", type=float, default=10.0,
@@ -65,9 +66,11 @@ def register(subparsers) -> None:
 
     parity = commands.add_parser("parity", help="trace both sides and diff them in one go")
     weights = parity.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, help=".th or .safetensors model file")
+    weights.add_argument("--checkpoint", type=Path,
+                         help=".th or .safetensors model file, or a folder of Open-Unmix "
+                              "TARGET-HASH8.pth files")
     weights.add_argument("--model-args", default="htdemucs",
-                         choices=["htdemucs", "htdemucs_6s", "defaults"],
+                         choices=["htdemucs", "htdemucs_6s", "defaults", "umxl", "umxhq", "umx"],
                          help="official architecture for random weights (default: htdemucs)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parity.add_argument("--floor", action="store_true",
@@ -110,8 +113,16 @@ def _mix(args):
 
 
 def _collect(side, checkpoint, mix, args, save_tensors):
-    from . import collect
+    from . import collect, collect_umx
 
+    if collect_umx.is_openunmix_folder(checkpoint):
+        if side == "reference":
+            try:
+                return collect_umx.trace_reference(checkpoint, mix, args.dtype, save_tensors)
+            except ImportError as error:
+                raise NumbaDemucsError(f"the reference side needs torch and openunmix "
+                                       f"(pip install openunmix --no-deps): {error}") from None
+        return collect_umx.trace_ours(checkpoint, mix, args.dtype, save_tensors)
     if side == "reference":
         try:
             return collect.trace_reference(checkpoint, mix, args.dtype, args.segment_only,
@@ -188,8 +199,14 @@ def run_parity(args) -> int:
         if checkpoint is None:
             try:
                 from . import reference
-                checkpoint = reference.save_th(
-                    reference.build_model(args.model_args, seed=args.seed), folder)
+                if args.model_args.startswith("umx"):
+                    from . import reference_umx
+                    checkpoint = folder / args.model_args
+                    reference_umx.save_targets(reference_umx.build_separator(
+                        args.model_args, seed=args.seed), checkpoint)
+                else:
+                    checkpoint = reference.save_th(
+                        reference.build_model(args.model_args, seed=args.seed), folder)
             except ImportError as error:
                 raise NumbaDemucsError(
                     f"debug parity needs the reference extra (torch, demucs): {error}") from None
@@ -237,11 +254,15 @@ def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
 
     from numba_demucs.loading import load_model
 
+    from . import collect_umx
     from .collect import segment_of
     from .isolate import isolate
 
-    model = load_model(Path(checkpoint), dtype=args.dtype)
-    mix = segment_of(mix, model, args.segment_only)
+    if collect_umx.is_openunmix_folder(checkpoint):
+        model = collect_umx.load(checkpoint, dtype=args.dtype)
+    else:
+        model = load_model(Path(checkpoint), dtype=args.dtype)
+        mix = segment_of(mix, model, args.segment_only)
     rows = isolate(reference_points, model, mix, args.segment_only)
     flagged = [row for row in rows if row["local"] > rtol]
     table = Table(title=f"local vs total error (relative L2), {len(flagged)} of {len(rows)} "

@@ -249,9 +249,8 @@ def _open_checked(path) -> Path:
     return path
 
 
-def read_th(path) -> ModelPackage:
-    """Read a demucs ``.th`` file (``torch.save`` of ``{klass, args, kwargs, state}``)."""
-    path = _open_checked(path)
+def _read_torch_zip(path: Path):
+    """The object a ``torch.save`` zip holds, through the restricted unpickler."""
     try:
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
@@ -276,7 +275,23 @@ def read_th(path) -> ModelPackage:
                 TypeError, AttributeError, IndexError, KeyError, OSError, RecursionError,
                 MemoryError, NotImplementedError) as error:
             raise CheckpointError(f"{path}: corrupted checkpoint ({error})") from None
-    return _package_from_dict(package, path)
+    return package
+
+
+def read_th(path) -> ModelPackage:
+    """Read a demucs ``.th`` file (``torch.save`` of ``{klass, args, kwargs, state}``)."""
+    path = _open_checked(path)
+    return _package_from_dict(_read_torch_zip(path), path)
+
+
+def read_state_dict(path) -> dict[str, np.ndarray]:
+    """Read a bare ``torch.save(model.state_dict())`` file (Open-Unmix's ``.pth``) as numpy."""
+    path = _open_checked(path)
+    state = _read_torch_zip(path)
+    if not isinstance(state, dict) or not all(
+            isinstance(key, str) and isinstance(value, np.ndarray) for key, value in state.items()):
+        raise CheckpointError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return dict(state)
 
 
 def _unpickle_archive(archive: zipfile.ZipFile, path: Path):

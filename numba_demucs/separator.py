@@ -37,6 +37,10 @@ def _load(model, repo, dtype, progress):
         return model, getattr(model, "name", type(model).__name__)
     text = str(model)
     path = Path(text)
+    from . import pretrained_umx
+
+    if pretrained_umx.is_openunmix(text):
+        return pretrained_umx.load(text, repo, dtype=dtype, progress=progress), text
     if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
         # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
         name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
@@ -64,6 +68,9 @@ class Separator:
         if resampler not in audio.RESAMPLERS:
             raise NumbaDemucsError(
                 f"unknown resampler {resampler!r}; choose one of {', '.join(audio.RESAMPLERS)}")
+        if segment is not None and self.whole_track:
+            raise NumbaDemucsError(f"--segment: model {self.name} separates the whole track "
+                                   "at once (its LSTM runs over all of it); it has no segments")
         if segment is not None and segment > float(self.model.segment):
             raise NumbaDemucsError(
                 f"--segment {segment} is longer than the {float(self.model.segment):.2f} s "
@@ -80,6 +87,12 @@ class Separator:
         self.callback = callback
 
     @property
+    def whole_track(self) -> bool:
+        """Whether the model separates a whole track in one ``separate(mix)`` call (Open-Unmix)
+        instead of through apply_model's segments, shifts and bags (Demucs)."""
+        return hasattr(self.model, "separate")
+
+    @property
     def samplerate(self) -> int:
         return int(self.model.samplerate)
 
@@ -94,6 +107,8 @@ class Separator:
     @property
     def passes(self) -> int:
         """How many times the whole track goes through a model (progress reporting)."""
+        if self.whole_track:
+            return 1
         members = len(self.model.models) if isinstance(self.model, BagOfModels) else 1
         return members * max(self.shifts, 1)
 
@@ -107,6 +122,13 @@ class Separator:
         standard = Standardisation.of_blocks([wav])
         if standard.silent:
             return np.zeros((len(self.sources),) + wav.shape, dtype=np.float32)
+        if self.whole_track:
+            # Open-Unmix: no normalisation, no segments (openunmix's Separator on the mix).
+            out = self.model.separate(wav).astype(np.float32, copy=False)
+            if callback or self.callback:
+                (callback or self.callback)({"segment_offset": 0, "segments": 1,
+                                            "segments_total": 1})
+            return out
         normalised = standard.apply(wav.copy())
         out = apply_model(self.model, normalised[None], shifts=self.shifts,
                           split=self.split, overlap=self.overlap, segment=self.segment,
@@ -167,6 +189,9 @@ class Separator:
         output.check_model(self.sources, self.name)
         path = Path(path)
         if stream:
+            if self.whole_track:
+                raise NumbaDemucsError(f"--stream: model {self.name} separates the whole track "
+                                       "at once (bidirectional LSTM); run it without --stream")
             if self.resampler != "sinc":
                 raise NumbaDemucsError("--stream resamples with the sinc resampler only")
             from . import stream as streaming
