@@ -107,6 +107,15 @@ def _checked_header(header) -> dict:
         raise TraceError(f"trace header is not JSON-serialisable: {exc}") from None
 
 
+def tensor_items(tensors) -> list:
+    """``(position, array)`` pairs of ``tensors``: a mapping from record position to array, or a
+    sequence parallel to the records; None (no tensor kept) is left out."""
+    if tensors is None:
+        return []
+    items = tensors.items() if isinstance(tensors, Mapping) else enumerate(tensors)
+    return [(position, array) for position, array in items if array is not None]
+
+
 def context_key(context) -> str:
     """A hashable, order-free form of a record's context (points match on name and this)."""
     return json.dumps(context or {}, sort_keys=True)
@@ -147,20 +156,13 @@ class Trace:
         self.origin = origin
 
     def _checked_tensors(self, tensors) -> dict[int, np.ndarray]:
-        if tensors is None:
-            return {}
-        if isinstance(tensors, Mapping):
-            items = tensors.items()
-        else:
+        if tensors is not None and not isinstance(tensors, Mapping):
             tensors = list(tensors)
             if len(tensors) != len(self.records):
                 raise TraceError(f"{len(tensors)} tensors for {len(self.records)} records "
                                  "(a list must be parallel to the records; use a dict for some)")
-            items = enumerate(tensors)
         kept = {}
-        for position, array in items:
-            if array is None:
-                continue
+        for position, array in tensor_items(tensors):
             position = _plain_int(position, "tensor position")
             if not 0 <= position < len(self.records):
                 raise TraceError(f"tensor for record {position}, but there are {len(self.records)} records")
