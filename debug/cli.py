@@ -1,20 +1,17 @@
 """`numba-demucs debug trace|reference|diff|parity`: the layer-by-layer debugging loop.
 
 ``trace`` and ``reference`` run our model and demucs' PyTorch model on the same input and
-write dumps (one record per trace point); ``diff`` compares two dumps and names the first
-point where they part ways; ``parity`` does all three in one go, offline, building seeded
-random official-architecture weights and a synthetic input when none are given.
+save their traces as dumps (one record per trace point); ``diff`` loads two dumps and names
+the first point where they part ways; ``parity`` does all three in one go in memory, offline,
+building seeded random official-architecture weights and a synthetic input when none are given.
 """
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from numba_demucs.errors import AudioError, NumbaDemucsError
-
-END_TO_END_THRESHOLD_DB = {"float32": 90.0, "float64": 200.0}
 
 
 def _input_arguments(parser, checkpoint_required):
@@ -136,19 +133,16 @@ def _collect(side, checkpoint, mix, args, save_tensors):
 def run_dump(args) -> int:
     from rich.console import Console
 
-    from .dumpfile import write_dump
-
     mix = _mix(args)
-    header, records, tensors, _ = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
-    path = write_dump(args.output, header, records, tensors if args.save_tensors else None)
-    Console(stderr=True).print(f"{len(records)} trace points written to {path}")
+    trace = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
+    path = trace.save(args.output)
+    Console(stderr=True).print(f"{len(trace)} trace points written to {path}")
     return 0
 
 
-def _report(reference_dump, ours_dump, args, console, floor=None):
-    from .diff import diff_dumps, plot, render_table
+def _show_diff(result, args, console, floor=None):
+    from .render import plot, render_table
 
-    result = diff_dumps(reference_dump, ours_dump, rtol=args.rtol, atol=args.atol)
     if args.all or not result.ok or result.only_reference or result.only_ours:
         render_table(result, console, only_diverged=not args.all)
     if args.json_path is not None:
@@ -160,27 +154,27 @@ def _report(reference_dump, ours_dump, args, console, floor=None):
     else:
         console.print(f"[red]first divergence: {result.first_divergence}[/] "
                       f"{result.first_divergence_context or ''}")
-    return result
 
 
 def run_print(args) -> int:
-    from .dumpfile import read_dump
     from .printer import print_demucs_cpp
+    from .traces import Trace
 
-    with read_dump(args.dump) as dump:
-        for record in dump.records:
-            if args.name is None or record["name"].startswith(args.name):
-                print_demucs_cpp(record)
+    for record in Trace.load(args.dump).records:
+        if args.name is None or record["name"].startswith(args.name):
+            print_demucs_cpp(record)
     return 0
 
 
 def run_diff(args) -> int:
     from rich.console import Console
 
-    from .dumpfile import read_dump
+    from .diff import diff
+    from .traces import Trace
 
-    with read_dump(args.reference) as reference_dump, read_dump(args.ours) as ours_dump:
-        result = _report(reference_dump, ours_dump, args, Console())
+    with Trace.load(args.reference) as reference, Trace.load(args.ours) as ours:
+        result = diff(reference, ours, rtol=args.rtol, atol=args.atol)
+        _show_diff(result, args, Console())
     return 0 if result.ok else 1
 
 
@@ -188,82 +182,41 @@ def run_parity(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .dumpfile import read_dump, write_dump
-    from .stats import snr_db
+    from .parity import parity, require_reference
 
     console = Console()
     mix = _mix(args)
-    with tempfile.TemporaryDirectory() as folder:
-        folder = Path(folder)
-        checkpoint = args.checkpoint
-        if checkpoint is None:
-            try:
-                from . import reference
-                if args.model_args.startswith("umx"):
-                    from . import reference_umx
-                    checkpoint = folder / args.model_args
-                    reference_umx.save_targets(reference_umx.build_separator(
-                        args.model_args, seed=args.seed), checkpoint)
-                else:
-                    checkpoint = reference.save_th(
-                        reference.build_model(args.model_args, seed=args.seed), folder)
-            except ImportError as error:
-                raise NumbaDemucsError(
-                    f"debug parity needs the reference extra (torch, demucs): {error}") from None
-            console.print(f"random [bold]{args.model_args}[/] weights, seed {args.seed}")
-        outputs = {}
-        for side in ("reference", "ours"):
-            keep = args.isolate and side == "reference"
-            header, records, tensors, outputs[side] = _collect(side, checkpoint, mix, args, keep)
-            write_dump(folder / f"{side}.jsonl", header, records)
-            if keep:
-                reference_points = [(r["name"], r["context"], t) for r, t in zip(records, tensors)]
-        floor = None
-        if args.floor and args.dtype == "float32":
-            floor = _rounding_floor(checkpoint, mix, args, folder)
-        with read_dump(folder / "reference.jsonl") as reference_dump, \
-                read_dump(folder / "ours.jsonl") as ours_dump:
-            result = _report(reference_dump, ours_dump, args, console, floor)
-            sources = reference_dump.header["model"].split("[")[1].rstrip("]").split(",")
-        if args.isolate:
-            _print_isolation(console, reference_points, checkpoint, args, mix,
-                             result.tolerance["rtol"])
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        require_reference()
+        checkpoint = args.model_args
+        console.print(f"random [bold]{args.model_args}[/] weights, seed {args.seed}")
+    report = parity(checkpoint, mix, dtype=args.dtype, segment_only=args.segment_only,
+                    isolate=args.isolate, floor=args.floor, rtol=args.rtol, atol=args.atol,
+                    seed=args.seed)
+    result = report.diff
+    _show_diff(result, args, console, report.floor)
+    if report.isolation is not None:
+        _print_isolation(console, report.isolation, result.tolerance["rtol"])
 
-    expected = outputs["reference"].astype(np.float64)
-    seconds = expected.shape[-1] / 44100
-    error = expected - outputs["ours"]
-    snr = snr_db(expected, outputs["ours"])
-    threshold = END_TO_END_THRESHOLD_DB[args.dtype]
-    table = Table(title=f"end-to-end, {args.dtype}, {seconds:.1f} s")
+    table = Table(title=f"end-to-end, {report.dtype}, {report.seconds:.1f} s")
     table.add_column("source")
     table.add_column("SNR (dB)", justify="right")
     table.add_column("max |error|", justify="right")
-    for name, value, worst in zip(sources, snr, np.abs(error).max(axis=(1, 2))):
-        style = "green" if value >= threshold else "red"
+    for name, value, worst in zip(report.sources, report.snr_db, report.max_abs_error):
+        style = "green" if value >= report.threshold_db else "red"
         table.add_row(name, f"[{style}]{value:.1f}[/]", f"{worst:.3g}")
     console.print(table)
-    passed = result.ok and bool(np.all(snr >= threshold))
-    console.print(("[green]parity holds" if passed else "[red]parity fails")
-                  + f" (end-to-end threshold {threshold:.0f} dB, per-point rtol {result.tolerance['rtol']:g})")
-    return 0 if passed else 1
+    console.print(("[green]parity holds" if report.passed else "[red]parity fails")
+                  + f" (end-to-end threshold {report.threshold_db:.0f} dB, "
+                    f"per-point rtol {result.tolerance['rtol']:g})")
+    return 0 if report.passed else 1
 
 
-def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
+def _print_isolation(console, rows, rtol):
     """Table of the points whose own (local) error exceeds ``rtol``, next to their total error."""
     from rich.table import Table
 
-    from numba_demucs.loading import load_model
-
-    from . import collect_umx
-    from .collect import segment_of
-    from .isolate import isolate
-
-    if collect_umx.is_openunmix_folder(checkpoint):
-        model = collect_umx.load(checkpoint, dtype=args.dtype)
-    else:
-        model = load_model(Path(checkpoint), dtype=args.dtype)
-        mix = segment_of(mix, model, args.segment_only)
-    rows = isolate(reference_points, model, mix, args.segment_only)
     flagged = [row for row in rows if row["local"] > rtol]
     table = Table(title=f"local vs total error (relative L2), {len(flagged)} of {len(rows)} "
                         f"points with local error > {rtol:g}")
@@ -278,17 +231,3 @@ def _print_isolation(console, reference_points, checkpoint, args, mix, rtol):
     console.print(f"largest local error: {worst['name']} {worst['context'] or ''} "
                   f"({worst['local']:.2e}); largest total: "
                   f"{max(row['total'] for row in rows):.2e}")
-
-
-def _rounding_floor(checkpoint, mix, args, folder):
-    """PyTorch float32 against PyTorch float64 at every point: what float32 rounding alone costs."""
-    from types import SimpleNamespace
-
-    from .diff import diff_dumps
-    from .dumpfile import read_dump, write_dump
-
-    wide = SimpleNamespace(**{**vars(args), "dtype": "float64"})
-    header, records, _, _ = _collect("reference", checkpoint, mix, wide, False)
-    path = write_dump(folder / "reference64.jsonl", header, records)
-    with read_dump(path) as exact, read_dump(folder / "reference.jsonl") as rounded:
-        return diff_dumps(exact, rounded)

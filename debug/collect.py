@@ -1,7 +1,7 @@
-"""Run one side (ours or the PyTorch reference) on an input and gather its trace as records.
+"""Run one side (ours or the PyTorch reference) on an input and gather its ``Trace``.
 
-Both sides go through the same record function, so a difference in a dump is a difference
-in the numbers, never in how they were summarised.
+Both sides go through the same record function, so a difference between two traces is a
+difference in the numbers, never in how they were summarised.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from numba_demucs.loading import load_model
 
 from .dumpfile import sha256_of_array, sha256_of_file
 from .stats import tensor_stats
+from .traces import Trace
 
 
 class _Recorder:
@@ -35,11 +36,15 @@ class _Recorder:
         self.tensors.append(np.array(array, copy=True) if self.save_tensors else None)
         return self.records[-1]
 
+    def trace(self, header, output) -> Trace:
+        return Trace(header, self.records, self.tensors if self.save_tensors else None, output=output)
 
-def _header(producer, model_name, checkpoint, mix, dtype, segment_only):
+
+def _header(producer, sources, checkpoint, mix, dtype, segment_only):
     return {
         "producer": producer,
-        "model": model_name,
+        "model": _model_name(sources),
+        "sources": list(sources),
         "checkpoint_sha256": sha256_of_file(checkpoint),
         "input_sha256": sha256_of_array(np.asarray(mix, dtype=np.float32)),
         "dtype": np.dtype(dtype).name,
@@ -60,9 +65,10 @@ def _model_name(sources):
 
 def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_tensors=False,
                model=None):
-    """Our model on ``mix (channels, samples)``; returns ``(header, records, tensors, output)``.
+    """Our model's ``Trace`` on ``mix (channels, samples)``, its output as ``.output``.
 
-    ``model`` may be a loaded (possibly edited) model of ``checkpoint``.
+    ``model`` may be a loaded (possibly edited) model of ``checkpoint``. With ``save_tensors``
+    the trace keeps a copy of every tensor.
     """
     model = model if model is not None else load_model(Path(checkpoint), dtype=dtype)
     mix = segment_of(mix, model, segment_only)
@@ -73,13 +79,13 @@ def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_
             output = model(batch)
         else:
             output = apply_model(model, batch, shifts=0)
-    header = _header(f"numba-demucs {__version__}", _model_name(model.sources),
+    header = _header(f"numba-demucs {__version__}", model.sources,
                      checkpoint, mix, model.dtype, segment_only)
-    return header, recorder.records, recorder.tensors, output[0]
+    return recorder.trace(header, output[0])
 
 
 def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, save_tensors=False):
-    """demucs (PyTorch) on the same input with forward hooks; same return as ``trace_ours``."""
+    """demucs' (PyTorch) ``Trace`` on the same input through forward hooks, as ``trace_ours``."""
     import demucs
     import torch
 
@@ -102,5 +108,5 @@ def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, 
     finally:
         torch.set_default_dtype(previous)
     header = _header(f"demucs {demucs.__version__} (torch {torch.__version__})",
-                     _model_name(model.sources), checkpoint, mix, dtype, segment_only)
-    return header, recorder.records, recorder.tensors, output
+                     model.sources, checkpoint, mix, dtype, segment_only)
+    return recorder.trace(header, output)

@@ -41,6 +41,7 @@ def _header(producer, folder, mix, dtype):
     return {
         "producer": producer,
         "model": f"OpenUnmix[{','.join(pretrained_umx.TARGETS)}]",
+        "sources": list(pretrained_umx.TARGETS),
         "checkpoint_sha256": digest.hexdigest(),
         "input_sha256": sha256_of_array(np.asarray(mix, dtype=np.float32)),
         "dtype": np.dtype(dtype).name,
@@ -49,13 +50,13 @@ def _header(producer, folder, mix, dtype):
 
 
 def trace_ours(folder, mix, dtype="float32", save_tensors=False, model=None):
-    """Our Open-Unmix on ``mix``; ``(header, records, tensors, output)`` as collect.trace_ours."""
+    """Our Open-Unmix on ``mix``; a ``Trace`` (its output as ``.output``) as collect.trace_ours."""
     model = model if model is not None else load(folder, dtype)
     recorder = _Recorder(save_tensors)
     with trace.capture(record=recorder):
         output = model.separate(np.asarray(mix, dtype=model.dtype))
     header = _header(f"numba-demucs {__version__}", folder, mix, model.dtype)
-    return header, recorder.records, recorder.tensors, output
+    return recorder.trace(header, output)
 
 
 def trace_reference(folder, mix, dtype="float32", save_tensors=False):
@@ -73,4 +74,4 @@ def trace_reference(folder, mix, dtype="float32", save_tensors=False):
     output = reference_umx.run_reference(separator, mix, recorder, dtype=np.dtype(dtype))
     version = getattr(openunmix, "__version__", "1.3.0")
     header = _header(f"openunmix {version} (torch {torch.__version__})", folder, mix, dtype)
-    return header, recorder.records, recorder.tensors, output
+    return recorder.trace(header, output)

@@ -1,4 +1,4 @@
-"""Compare two dumps point by point and name the first point where they part ways.
+"""Compare two traces point by point and name the first point where they part ways.
 
 The rules (why each scale, why these tolerances) are written up for users in
 docs/debugging.md; the short version:
@@ -19,12 +19,13 @@ import fnmatch
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 
-from .dumpfile import Dump
 from .stats import FLOAT_KEYS
+from .traces import Trace, context_key
 
 # (rtol, atol) by dtype. float32: about 840 float32 epsilons (1.19e-7) of room for rounding
 # error to grow through ~100 layers, normalisations and softmaxes, yet 100x below the 1e-2
@@ -45,11 +46,7 @@ def default_tolerance(reference_dtype, ours_dtype) -> tuple[str, float, float]:
     return kind, rtol, atol
 
 
-def _context_key(context) -> str:
-    return json.dumps(context or {}, sort_keys=True)
-
-
-def _point_label(name: str, context) -> str:
+def point_label(name: str, context) -> str:
     if not context:
         return name
     return f"{name} [{' '.join(f'{k}={v}' for k, v in context.items())}]"
@@ -190,7 +187,7 @@ def _json_safe(value):
 
 @dataclass
 class DiffResult:
-    """The outcome of ``diff_dumps``; ``points`` are in the reference's forward order."""
+    """The outcome of ``diff``; ``points`` are in the reference's forward order."""
 
     points: list = field(default_factory=list)
     first_divergence: str | None = None
@@ -232,27 +229,36 @@ def _tolerance_for(name, rtol, atol, overrides):
     return rtol, atol
 
 
-def _header_checks(reference: Dump, ours: Dump) -> tuple[list, list]:
+def _header_checks(reference: Trace, ours: Trace) -> tuple[list, list]:
     mismatches, notes = [], []
+    # loaded traces name their files, as the user gave them
+    files = (f" ({Path(reference.origin).name} vs {Path(ours.origin).name})"
+             if reference.origin and ours.origin else "")
     for key in HEADER_IDENTITY_KEYS:
         a, b = reference.header.get(key), ours.header.get(key)
         if a != b:
-            mismatches.append(f"{key} differs: reference {a!r}, ours {b!r} "
-                              f"({reference.path.name} vs {ours.path.name}); the comparison may be meaningless")
+            mismatches.append(f"{key} differs: reference {a!r}, ours {b!r}{files}; "
+                              "the comparison may be meaningless")
     if reference.header.get("dtype") != ours.header.get("dtype"):
         notes.append(f"dtype: reference {reference.header.get('dtype')}, ours {ours.header.get('dtype')}")
     return mismatches, notes
 
 
-def diff_dumps(reference: Dump, ours: Dump, rtol: float | None = None, atol: float | None = None,
-               overrides: Mapping[str, tuple[float | None, float | None]] | None = None) -> DiffResult:
-    """Compare ``ours`` against ``reference``.
+def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float | None = None,
+         overrides: Mapping[str, tuple[float | None, float | None]] | None = None) -> DiffResult:
+    """Compare the trace ``ours`` against the trace ``reference``.
+
+    Tensors enter the comparison for the points where both traces hold them.
 
     ``rtol``/``atol`` replace the per-dtype defaults (``DEFAULT_TOLERANCES``, float32 rules
     unless both headers say float64); ``overrides`` maps name globs (fnmatch, case-sensitive)
     to ``(rtol, atol)`` for matching points, first matching pattern wins, None keeps the
     global value.
     """
+    for side, value in (("reference", reference), ("ours", ours)):
+        if not isinstance(value, Trace):
+            raise TypeError(f"diff: {side} is a {type(value).__name__}, not a Trace "
+                            "(Trace.load(path) reads a dump)")
     kind, default_rtol, default_atol = default_tolerance(reference.header.get("dtype"), ours.header.get("dtype"))
     rtol = default_rtol if rtol is None else float(rtol)
     atol = default_atol if atol is None else float(atol)
@@ -264,19 +270,19 @@ def diff_dumps(reference: Dump, ours: Dump, rtol: float | None = None, atol: flo
     # (name, context, occurrence) -> position in ours
     available: dict[tuple, list[int]] = {}
     for j, rec in enumerate(ours.records):
-        available.setdefault((rec["name"], _context_key(rec["context"])), []).append(j)
+        available.setdefault((rec["name"], context_key(rec["context"])), []).append(j)
     used = [False] * len(ours.records)
     last_j, order_warned = -1, False
 
     for i, ref_rec in enumerate(reference.records):
-        queue = available.get((ref_rec["name"], _context_key(ref_rec["context"])))
+        queue = available.get((ref_rec["name"], context_key(ref_rec["context"])))
         if not queue:
             result.only_reference.append({"name": ref_rec["name"], "context": ref_rec["context"], "position": i})
             continue
         j = queue.pop(0)
         used[j] = True
         if j < last_j and not order_warned:
-            notes.append(f"order differs: {_point_label(ref_rec['name'], ref_rec['context'])} comes earlier "
+            notes.append(f"order differs: {point_label(ref_rec['name'], ref_rec['context'])} comes earlier "
                          f"in ours than in the reference")
             order_warned = True
         last_j = max(last_j, j)
@@ -293,165 +299,3 @@ def diff_dumps(reference: Dump, ours: Dump, rtol: float | None = None, atol: flo
     result.only_ours = [{"name": rec["name"], "context": rec["context"], "position": j}
                         for j, rec in enumerate(ours.records) if not used[j]]
     return result
-
-
-def _fmt(value, digits=2, fmt="e"):
-    if value is None:
-        return "-"
-    if value == 0:
-        return "0"
-    if isinstance(value, float) and not math.isfinite(value):
-        return "inf" if value > 0 else ("-inf" if value < 0 else "nan")
-    return f"{value:.{digits}{fmt}}"
-
-
-def render_table(result: DiffResult, console, only_diverged: bool = False) -> None:
-    """Print the comparison as a rich table on ``console`` (a ``rich.console.Console``).
-
-    Header mismatches come first, in a red panel; the first divergence is the red row, later
-    diverged points (usually inheriting its error) are yellow, points within tolerance green.
-    """
-    from rich.markup import escape
-    from rich.panel import Panel
-    from rich.table import Table
-
-    # names carry contexts like "[segment=1]", which rich would take for markup tags
-
-    if result.header_mismatches:
-        console.print(Panel(escape("\n".join(result.header_mismatches)), title="WARNING: dumps of different runs",
-                            border_style="bold red", style="bold red"))
-    for note in result.notes:
-        console.print(f"[dim]note: {escape(note)}[/dim]", highlight=False)
-
-    table = Table(title=f"layer-by-layer diff (rtol {result.tolerance.get('rtol'):g}, "
-                        f"atol {result.tolerance.get('atol'):g}, {result.tolerance.get('dtype')} rules)")
-    for column, justify in (("#", "right"), ("point", "left"), ("shape", "left"), ("stat err", "right"),
-                            ("rel L2", "right"), ("max abs", "right"), ("SNR dB", "right"),
-                            ("NaN/Inf", "right"), ("status", "left")):
-        table.add_column(column, justify=justify)
-    styles = {"first_divergence": "bold red", "diverged": "yellow", "ok": "green"}
-    for position, p in enumerate(result.points):
-        if only_diverged and p["status"] == "ok":
-            continue
-        stat_errors = [e for e in p["errors"].values() if e is not None]
-        tensor = p["tensor"] or {}
-        shape = "×".join(map(str, p["shape_reference"]))
-        if p["shape_ours"] != p["shape_reference"]:
-            shape += " vs " + "×".join(map(str, p["shape_ours"]))
-        status = {"first_divergence": "FIRST DIVERGENCE", "diverged": "diverged", "ok": "ok"}[p["status"]]
-        if p["reasons"]:
-            status += ": " + ", ".join(p["reasons"])
-        table.add_row(str(position), escape(_point_label(p["name"], p["context"])), shape,
-                      _fmt(max(stat_errors, default=None)), _fmt(tensor.get("rel_l2")),
-                      _fmt(tensor.get("max_abs_error")), _fmt(tensor.get("snr_db"), 1, "f"),
-                      f"{p['nan_ours']}/{p['inf_ours']}" if (p["nan_ours"] or p["inf_ours"]
-                                                              or p["nan_reference"] or p["inf_reference"])
-                      else "", escape(status), style=styles[p["status"]])
-    console.print(table)
-    for side, items in (("reference", result.only_reference), ("ours", result.only_ours)):
-        if items:
-            console.print(f"[bold yellow]{len(items)} point(s) only in {side}:[/bold yellow] "
-                          + escape(", ".join(_point_label(x["name"], x["context"]) for x in items)), highlight=False)
-    if result.first_divergence is None:
-        console.print("[bold green]every common point within tolerance[/bold green]")
-    else:
-        p = result.points[result.first_divergence_position]
-        console.print(f"[bold red]first divergence: {escape(_point_label(p['name'], p['context']))} "
-                      f"({escape(', '.join(p['reasons']))})[/bold red]", highlight=False)
-
-
-def _floor_values(result: DiffResult, floor) -> list:
-    if isinstance(floor, DiffResult):
-        by_key = {(p["name"], _context_key(p["context"])): p["error"] for p in floor.points}
-        return [by_key.get((p["name"], _context_key(p["context"]))) for p in result.points]
-    floor = list(floor)
-    if len(floor) != len(result.points):
-        raise ValueError(f"floor has {len(floor)} values for {len(result.points)} points")
-    return floor
-
-
-def plot(result: DiffResult, path, floor: Sequence[float | None] | DiffResult | None = None) -> None:
-    """Write a PNG: error per point in forward order, log scale, first divergence marked.
-
-    ``floor`` (a list parallel to ``result.points``, or the DiffResult of float32 against
-    float64 reference dumps, matched by point) is drawn as a second line: the rounding error
-    float32 itself makes at each point. Zero errors are drawn at the bottom of the axis,
-    structural mismatches (shape, NaN/Inf counts) at the top.
-    """
-    # Figure + Agg canvas directly: no pyplot, so no global backend switch in the caller's process.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(min(4 + 0.12 * len(result.points), 40), 5), layout="constrained")
-    FigureCanvasAgg(fig)
-    draw_errors(fig.add_subplot(), result, floor)
-    fig.savefig(path, format="png", dpi=110)
-
-
-def draw_errors(ax, result: DiffResult,
-                floor: Sequence[float | None] | DiffResult | None = None) -> None:
-    """Draw what ``plot`` writes on a matplotlib ``ax`` (in a notebook, one from pyplot)."""
-    n = len(result.points)
-    errors = [p["error"] for p in result.points]
-    finite = [e for e in errors if e is not None and math.isfinite(e) and e > 0]
-    floor_vals = _floor_values(result, floor) if floor is not None else None
-    positive = finite + [p["rtol"] for p in result.points]
-    if floor_vals:
-        positive += [f for f in floor_vals if f is not None and math.isfinite(f) and f > 0]
-    bottom = min(positive, default=1e-12) / 10
-    top = max(positive, default=1.0) * 10
-
-    def clip(values):
-        return [np.nan if v is None else (bottom if v <= 0 else (top if not math.isfinite(v) else v))
-                for v in values]
-
-    x = np.arange(n)
-    ax.plot(x, clip(errors), marker=".", linewidth=1, label="ours vs reference")
-    if floor_vals is not None:
-        ax.plot(x, clip(floor_vals), linewidth=1, color="tab:gray", label="float32 rounding floor")
-    ax.step(x, [p["rtol"] for p in result.points], where="mid", linestyle="--", linewidth=0.8,
-            color="tab:orange", label="rtol")
-    if result.first_divergence_position is not None:
-        k = result.first_divergence_position
-        ax.axvline(k, color="red", linewidth=1)
-        ax.annotate(f"first divergence: {result.first_divergence}", (k, top / 10), color="red",
-                    rotation=90, ha="right", va="top", fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylim(bottom, top)
-    ax.set_xlim(-0.5, max(n - 0.5, 0.5))
-    ax.set_ylabel("relative error (worst statistic or tensor)")
-    ax.set_xlabel("trace point, forward order")
-    step = max(1, n // 80)
-    ax.set_xticks(x[::step])
-    ax.set_xticklabels([result.points[i]["name"] for i in range(0, n, step)], rotation=90, fontsize=6)
-    ax.legend(loc="upper left", fontsize=8)
-
-
-def points_frame(result: DiffResult, only_diverged: bool = False):
-    """The diff as a pandas DataFrame, one row per point in forward order (``render_table``'s columns).
-
-    ``error`` is the worst relative error of the point (what ``plot`` draws); ``rel_l2``,
-    ``max_abs`` and ``snr_db`` are empty unless both dumps saved the tensors.
-    """
-    import pandas as pd
-
-    rows = []
-    for position, p in enumerate(result.points):
-        if only_diverged and p["status"] == "ok":
-            continue
-        tensor = p["tensor"] or {}
-        rows.append({
-            "position": position,
-            "point": p["name"],
-            "context": " ".join(f"{k}={v}" for k, v in (p["context"] or {}).items()),
-            "shape": "×".join(map(str, p["shape_reference"])),
-            "error": p["error"],
-            "rel_l2": tensor.get("rel_l2"),
-            "max_abs": tensor.get("max_abs_error"),
-            "snr_db": tensor.get("snr_db"),
-            "status": p["status"],
-            "reasons": ", ".join(p["reasons"]),
-        })
-    columns = ["position", "point", "context", "shape", "error", "rel_l2", "max_abs", "snr_db",
-               "status", "reasons"]
-    return pd.DataFrame(rows, columns=columns).set_index("position")

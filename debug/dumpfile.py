@@ -74,16 +74,10 @@ def _decode_float(value):
 
 
 def _normalise_tensors(tensors, n_records: int, path: Path) -> dict[str, np.ndarray]:
-    if tensors is None:
-        return {}
-    if isinstance(tensors, Mapping):
-        items = tensors.items()
-    else:
-        items = enumerate(tensors)
+    from .traces import tensor_items
+
     out = {}
-    for position, array in items:
-        if array is None:
-            continue
+    for position, array in tensor_items(tensors):
         position = int(position)
         if not 0 <= position < n_records:
             raise DumpError(f"{path}: tensor for record {position}, but there are {n_records} records")

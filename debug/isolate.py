@@ -47,11 +47,16 @@ def run_ours(model, mix, segment_only, substitute=None):
     return [(name, context, leading_squeezed(array)) for name, context, array in records]
 
 
-def isolate(reference_points, model, mix, segment_only=False):
+def isolate(reference, model, mix, segment_only=False):
     """Per point ``{name, context, total, local}`` relative L2 errors against the reference.
 
-    ``reference_points`` is ``[(name, context, tensor)]`` from the PyTorch side on ``mix``.
+    ``reference`` is the PyTorch side's ``Trace`` on ``mix``, collected with its tensors
+    (``collect.trace_reference(..., save_tensors=True)``).
     """
+    if not reference.has_tensors:
+        raise ValueError("isolate needs the reference's tensors: collect it with save_tensors=True")
+    reference_points = [(name, context, tensor) for name, context, tensor in reference.points()
+                        if tensor is not None]
     lookup = {_key(name, context): tensor for name, context, tensor in reference_points}
     normal = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only)}
     isolated = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only, lookup)}

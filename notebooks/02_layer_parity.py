@@ -47,19 +47,22 @@ import pandas as pd
 
 import numba_demucs
 from numba_demucs.debug import collect, reference
-from numba_demucs.debug.diff import diff_dumps, draw_errors, points_frame
-from numba_demucs.debug.dumpfile import read_dump, write_dump
+from numba_demucs.debug.diff import diff
 from numba_demucs.debug.isolate import isolate
-from numba_demucs.debug.stats import channel_stats, snr_db
+from numba_demucs.debug.parity import parity
+from numba_demucs.debug.render import draw_errors, points_frame
+from numba_demucs.debug.stats import channel_stats
 
 # %% [markdown]
 # ## Both sides on one checkpoint
 #
 # Seeded random weights, perturbed so that no branch is negligible (LayerScale, norm affines
 # and biases away from their initial values), written as demucs writes `.th` files. Each side
-# loads that file with its own loader. `save_tensors=True` keeps every tensor, so the diff
-# also reports relative L2 error and SNR per point; the dumps are the files
-# `numba-demucs debug trace|reference` write.
+# loads that file with its own loader. `parity` traces both sides (each trace a `Trace`
+# value: header, one record per point, here with every tensor kept by `save_tensors=True`, so
+# the diff also reports relative L2 error and SNR per point), diffs them and compares the
+# outputs end to end: what `numba-demucs debug parity` prints. `trace.save(path)` would write
+# the dump files `numba-demucs debug trace|reference` write.
 
 # %%
 workdir = Path(tempfile.mkdtemp(prefix="numba-demucs-parity-"))
@@ -67,19 +70,12 @@ overrides = reference.TINY if TINY else {}
 checkpoint = reference.save_th(reference.build_model(ARCHITECTURE, seed=SEED, **overrides), workdir)
 mix = reference.music_like_signal(SECONDS, seed=SEED)
 
-ref_header, ref_records, ref_tensors, ref_output = collect.trace_reference(
-    checkpoint, mix, save_tensors=True)
-our_header, our_records, our_tensors, our_output = collect.trace_ours(
-    checkpoint, mix, save_tensors=True)
-reference_dump = read_dump(write_dump(workdir / "reference.jsonl", ref_header, ref_records,
-                                      ref_tensors))
-ours_dump = read_dump(write_dump(workdir / "ours.jsonl", our_header, our_records, our_tensors))
-
-result = diff_dumps(reference_dump, ours_dump)
+report = parity(checkpoint, mix, save_tensors=True)
+theirs_trace, result = report.reference, report.diff
 print(f"{len(result.points)} points compared, rtol {result.tolerance['rtol']:g}:",
       "no divergence" if result.ok else f"first divergence at {result.first_divergence}")
-print(f"{ref_header['model']}, end-to-end SNR per source (dB):",
-      snr_db(ref_output, our_output).round(1))
+print(f"{theirs_trace.header['model']}, end-to-end SNR per source (dB):",
+      dict(zip(report.sources, report.snr_db.round(1))))
 
 # %% [markdown]
 # The diff as a table, one row per point in forward order. `error` is the worst relative
@@ -110,9 +106,8 @@ plt.show()
 # %%
 broken = numba_demucs.load_model(checkpoint)
 dict(broken.parameters())[BROKEN_PARAMETER][BROKEN_CHANNEL] *= np.float32(BREAK_FACTOR)
-header, records, tensors, _ = collect.trace_ours(checkpoint, mix, save_tensors=True, model=broken)
-broken_dump = read_dump(write_dump(workdir / "broken.jsonl", header, records, tensors))
-broken_result = diff_dumps(reference_dump, broken_dump)
+broken_trace = collect.trace_ours(checkpoint, mix, save_tensors=True, model=broken)
+broken_result = diff(theirs_trace, broken_trace)
 
 broken_module = BROKEN_PARAMETER.rsplit(".", 1)[0]
 print("first divergence:", broken_result.first_divergence, broken_result.first_divergence_context)
@@ -136,8 +131,7 @@ points_frame(broken_result, only_diverged=True).head(10)
 # above float32 rounding.
 
 # %%
-reference_points = [(r["name"], r["context"], t) for r, t in zip(ref_records, ref_tensors)]
-errors = pd.DataFrame(isolate(reference_points, broken, mix))
+errors = pd.DataFrame(isolate(theirs_trace, broken, mix))
 errors.sort_values("local", ascending=False).head(5)
 
 # %%
@@ -157,14 +151,9 @@ plt.show()
 # per-channel statistics of the difference show which channel is off.
 
 # %%
-def tensor_at(records, tensors, name, context):
-    position = next(i for i, r in enumerate(records) if r["name"] == name and r["context"] == context)
-    return tensors[position]
-
-
 context = broken_result.first_divergence_context
-theirs = tensor_at(ref_records, ref_tensors, broken_module, context)
-ours = tensor_at(records, tensors, broken_module, context)
+theirs = theirs_trace.tensor_of(broken_module, context)
+ours = broken_trace.tensor_of(broken_module, context)
 print(broken_module, context, "shape", theirs.shape)
 
 figure, (left, right) = plt.subplots(1, 2, figsize=(13, 3.5), layout="constrained")

@@ -210,7 +210,7 @@ class HTDemucs:
     def _forward(self, mix, sin_shift):
         dt = self.dtype.type
         mix = np.ascontiguousarray(mix, dtype=self.dtype)
-        mix = trace.point("input.mix", mix)
+        mix = trace.point("input.mix", mix)  # (C, L)
         length = mix.shape[-1]
         length_pre_pad = None
         training_length = length
@@ -218,10 +218,10 @@ class HTDemucs:
             training_length = self.valid_length(length)
             if length < training_length:
                 length_pre_pad = length
-                mix = np.pad(mix, ((0, 0), (0, training_length - length)))
+                mix = np.pad(mix, ((0, 0), (0, training_length - length)))  # (C, Lt)
 
-        z = self._spec(mix)
-        mag = trace.point("spec.magnitude", self._magnitude(z))
+        z = self._spec(mix)  # (C, Fr, T) complex, Fr = nfft / 2, T = ceil(Lt / hop)
+        mag = trace.point("spec.magnitude", self._magnitude(z))  # (2C, Fr, T)
         mean = dt(mag.mean(dtype=np.float64))
         std = dt(mag.std(dtype=np.float64, ddof=1))
         x = (mag - mean) / (dt(1e-5) + std)
@@ -244,24 +244,25 @@ class HTDemucs:
                     saved_t.append(xt)
                 else:
                     inject = xt
-            x = encode(x, inject)
+            # each layer divides freqs by its stride, the time layer samples by theirs:
+            x = encode(x, inject)  # (channels, freqs / stride, T); xt (channels, frames / stride)
             if idx == 0 and self.freq_emb is not None:
-                emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]
+                emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]  # (channels, freqs, 1)
                 x = x + dt(self.freq_emb_scale) * emb
             saved.append(x)
 
         if self.crosstransformer is not None:
             if self.bottom_channels:
                 channels, freqs, frames = x.shape
-                x = self.channel_upsampler(x.reshape(channels, freqs * frames))
-                x = x.reshape(-1, freqs, frames)
-                xt = self.channel_upsampler_t(xt)
+                x = self.channel_upsampler(x.reshape(channels, freqs * frames))  # (bottom, freqs * frames)
+                x = x.reshape(-1, freqs, frames)  # (bottom, freqs, frames)
+                xt = self.channel_upsampler_t(xt)  # (bottom, time frames)
             x, xt = self.crosstransformer(x, xt, sin_shift)
             if self.bottom_channels:
                 channels, freqs, frames = x.shape
-                x = self.channel_downsampler(x.reshape(channels, freqs * frames))
-                x = x.reshape(-1, freqs, frames)
-                xt = self.channel_downsampler_t(xt)
+                x = self.channel_downsampler(x.reshape(channels, freqs * frames))  # (channels, freqs * frames)
+                x = x.reshape(-1, freqs, frames)  # (channels, freqs, frames)
+                xt = self.channel_downsampler_t(xt)  # (channels, time frames)
 
         offset = self.config.depth - len(self.tdecoder)
         for idx, decode in enumerate(self.decoder):
@@ -270,25 +271,26 @@ class HTDemucs:
                 tdec = self.tdecoder[idx - offset]
                 length_t = lengths_t.pop(-1)
                 if tdec.empty:
+                    # pre (channels, 1, T): the frequency axis is down to one row here
                     xt, _ = tdec(pre[:, 0], None, length_t)
                 else:
                     xt, _ = tdec(xt, saved_t.pop(-1), length_t)
             del pre  # the largest decoders' inputs: not kept while the next layers run
 
         sources = len(self.sources)
-        freqs, frames = x.shape[-2:]
+        freqs, frames = x.shape[-2:]  # x (S * 2C, Fr, T)
         # (x * std) + mean with one temporary, not two
-        x = x.reshape(sources, -1, freqs, frames) * std
+        x = x.reshape(sources, -1, freqs, frames) * std  # (S, 2C, Fr, T)
         x += mean
-        zout = self._mask(x)
+        zout = self._mask(x)  # (S, C, Fr, T) complex
         del x
-        x = trace.point("output.freq_branch", self._ispec(zout, training_length).astype(self.dtype))
+        x = trace.point("output.freq_branch", self._ispec(zout, training_length).astype(self.dtype))  # (S, C, Lt)
         del zout
-        xt = xt.reshape(sources, -1, training_length)
+        xt = xt.reshape(sources, -1, training_length)  # (S * C, Lt) -> (S, C, Lt)
         xt = trace.point("output.time_branch", xt * stdt + meant)
         out = xt + x
         if length_pre_pad:
-            out = out[..., :length_pre_pad]
+            out = out[..., :length_pre_pad]  # (S, C, L)
         return trace.point("output.sources", np.ascontiguousarray(out))
 
     def __call__(self, mix, sin_shift: int = 0):

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 import numba_demucs
-from numba_demucs.debug import collect, reference
-from numba_demucs.debug.diff import diff_dumps
-from numba_demucs.debug.dumpfile import read_dump, write_dump
+from numba_demucs.debug import reference
+from numba_demucs.debug.parity import parity
 
 ARCH = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32, dconv_mode=3)
 
@@ -30,24 +29,26 @@ def setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("debug-mutations")
     checkpoint = reference.save_th(reference.build_model("htdemucs", seed=4, **ARCH), folder)
     mix = reference.music_like_signal(1.2, seed=6)
-    header, records, _, _ = collect.trace_reference(checkpoint, mix)
-    reference_path = write_dump(folder / "reference.jsonl", header, records)
-    return folder, checkpoint, mix, read_dump(reference_path)
+    unbroken = parity(checkpoint, mix)
+    return checkpoint, mix, unbroken
 
 
 def _diff_with(setup, edit):
-    folder, checkpoint, mix, reference_dump = setup
+    checkpoint, mix, unbroken = setup
     model = numba_demucs.load_model(checkpoint)
     edit(dict(model.parameters()))
-    header, records, _, _ = collect.trace_ours(checkpoint, mix, model=model)
-    ours = read_dump(write_dump(folder / "ours.jsonl", header, records))
-    return diff_dumps(reference_dump, ours)
+    return parity(checkpoint, mix, model=model, reference=unbroken.reference).diff
 
 
 def test_unbroken_model_has_no_divergence(setup):
-    result = _diff_with(setup, lambda parameters: None)
+    report = setup[2]
+    result = report.diff
     assert result.ok and result.first_divergence is None
     assert len(result.points) > 1000 and not result.only_ours and not result.only_reference
+    assert report.reference.sources == report.ours.sources == ["drums", "bass", "other", "vocals"]
+    assert report.passed and bool(np.all(report.snr_db > report.threshold_db))
+    # the reference trace handed back in compares as the one collected there
+    assert _diff_with(setup, lambda parameters: None).to_dict() == result.to_dict()
 
 
 @pytest.mark.parametrize("parameter,point", MUTATIONS)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import numba_demucs
-from numba_demucs.debug import reference
+from numba_demucs.debug import collect, reference
 from numba_demucs.debug.isolate import isolate
 
 ARCH = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32, dconv_mode=3)
@@ -17,9 +17,7 @@ def points(tmp_path_factory):
     checkpoint = reference.save_th(reference.build_model("htdemucs", seed=4, **ARCH),
                                    tmp_path_factory.mktemp("isolate"))
     mix = reference.music_like_signal(0.5, seed=6)
-    theirs = []
-    reference.run_reference(reference.load_reference(checkpoint), mix,
-                            lambda n, c, a: theirs.append((n, c, a)), segment_only=True)
+    theirs = collect.trace_reference(checkpoint, mix, segment_only=True, save_tensors=True)
     return checkpoint, mix, theirs
 
 

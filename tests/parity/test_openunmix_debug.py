@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from numba_demucs.debug import collect_umx, reference_umx
-from numba_demucs.debug.diff import diff_dumps
-from numba_demucs.debug.dumpfile import read_dump, write_dump
+from numba_demucs.debug.diff import diff
 from numba_demucs.debug.reference import music_like_signal
 
 # (parameter whose sign is flipped, the trace point that must be reported first)
@@ -33,16 +32,14 @@ def setup(tmp_path_factory):
     reference_umx.save_targets(reference_umx.build_separator("umxl", seed=9, hidden_size=16),
                                folder / "repo")
     mix = music_like_signal(2.0, seed=3)
-    header, records, _, _ = collect_umx.trace_reference(folder / "repo", mix)
-    return folder, mix, read_dump(write_dump(folder / "reference.jsonl", header, records))
+    return folder, mix, collect_umx.trace_reference(folder / "repo", mix)
 
 
 def _diff_with(setup, edit):
-    folder, mix, reference_dump = setup
+    folder, mix, reference = setup
     model = collect_umx.load(folder / "repo")
     edit(dict(model.parameters()))
-    header, records, _, _ = collect_umx.trace_ours(folder / "repo", mix, model=model)
-    return diff_dumps(reference_dump, read_dump(write_dump(folder / "ours.jsonl", header, records)))
+    return diff(reference, collect_umx.trace_ours(folder / "repo", mix, model=model))
 
 
 def test_unbroken_model_has_no_divergence(setup):

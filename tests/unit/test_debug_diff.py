@@ -3,16 +3,15 @@ import copy
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from rich.console import Console
 
-from numba_demucs.debug.diff import (DEFAULT_TOLERANCES, diff_dumps, draw_errors, plot,
-                                     points_frame, render_table)
-from numba_demucs.debug.dumpfile import Dump, read_dump, write_dump
+from numba_demucs.debug.diff import DEFAULT_TOLERANCES, diff
+from numba_demucs.debug.render import draw_errors, plot, points_frame, render_table
 from numba_demucs.debug.stats import tensor_stats
+from numba_demucs.debug.traces import Trace
 
 HEADER = {"format": "numba-demucs-dump", "version": 1, "producer": "test", "model": "htdemucs",
           "checkpoint_sha256": "aa", "input_sha256": "bb", "dtype": "float32", "std": "population"}
@@ -25,8 +24,8 @@ def _arrays(seed=0):
     return [rng.standard_normal((2, 3, 5)) + 2.0 for _ in NAMES]
 
 
-def _dump(records, header=HEADER, name="d.jsonl"):
-    return Dump(path=Path(name), header=dict(header), records=copy.deepcopy(records))
+def _trace(records, header=HEADER, tensors=None):
+    return Trace(header, copy.deepcopy(records), tensors)
 
 
 def _records(arrays=None, names=NAMES, context=None):
@@ -42,7 +41,7 @@ def _scaled(record, factor):
 
 
 def test_identical_dumps_have_no_divergence():
-    result = diff_dumps(_dump(_records()), _dump(_records()))
+    result = diff(_trace(_records()), _trace(_records()))
     assert result.ok and result.first_divergence is None
     assert [p["name"] for p in result.points] == NAMES
     assert all(p["status"] == "ok" and p["error"] == 0.0 for p in result.points)
@@ -53,7 +52,7 @@ def test_identical_dumps_have_no_divergence():
 def test_one_percent_change_in_the_middle_is_the_first_divergence():
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     assert result.first_divergence == "encoder.1" and result.first_divergence_position == 2
     assert [p["status"] for p in result.points] == ["ok", "ok", "first_divergence", "ok", "ok"]
     assert not result.ok
@@ -70,7 +69,7 @@ def test_later_divergences_do_not_move_the_first():
     ours = _records()
     ours[1] = _scaled(ours[1], 1.01)
     ours[4] = _scaled(ours[4], 1.5)
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     assert result.first_divergence == "encoder.0"
     assert [p["status"] for p in result.points] == ["ok", "first_divergence", "ok", "ok", "diverged"]
 
@@ -87,7 +86,7 @@ def _alternating(mean_shift=0.0, sum_shift=0.0, std=1.0):
 @pytest.mark.parametrize("shift,diverges", [(0.9e-4, False), (1.1e-4, True)])
 def test_mean_tolerance_edge_against_rms(shift, diverges):
     # rtol 1e-4 times RMS 1: a shift of the (zero) mean by 0.9e-4 passes, 1.1e-4 does not
-    result = diff_dumps(_dump([_alternating()]), _dump([_alternating(mean_shift=shift)]), rtol=1e-4, atol=0.0)
+    result = diff(_trace([_alternating()]), _trace([_alternating(mean_shift=shift)]), rtol=1e-4, atol=0.0)
     assert (result.first_divergence == "x") is diverges
     assert result.points[0]["errors"]["mean"] == pytest.approx(shift, rel=1e-9)  # finite, not inf
 
@@ -95,7 +94,7 @@ def test_mean_tolerance_edge_against_rms(shift, diverges):
 @pytest.mark.parametrize("shift,diverges", [(3.9e-4, False), (4.1e-4, True)])
 def test_sum_tolerance_scales_with_count(shift, diverges):
     # sum is measured against N * RMS = 4
-    result = diff_dumps(_dump([_alternating()]), _dump([_alternating(sum_shift=shift)]), rtol=1e-4, atol=0.0)
+    result = diff(_trace([_alternating()]), _trace([_alternating(sum_shift=shift)]), rtol=1e-4, atol=0.0)
     assert (result.first_divergence == "x") is diverges
     assert result.points[0]["errors"]["sum"] == pytest.approx(shift / 4, rel=1e-9)
 
@@ -107,7 +106,7 @@ def test_atol_decides_for_an_all_zero_reference(mean, l2, diverges):
     # L2 over N = 4 elements gets sqrt(4) * atol = 2e-12
     zero = tensor_stats("z", np.zeros(4, dtype=np.float32))
     ours = dict(zero, mean=mean, l2=l2)
-    result = diff_dumps(_dump([zero]), _dump([ours]))
+    result = diff(_trace([zero]), _trace([ours]))
     assert result.tolerance["atol"] == 1e-12
     assert (result.first_divergence == "z") is diverges
     # any nonzero difference against a zero scale is an infinite *relative* error
@@ -119,20 +118,20 @@ def test_float64_defaults_and_overrides():
     ours = _records()
     ours[2] = _scaled(ours[2], 1 + 1e-7)          # float32-sized rounding
     h64 = dict(HEADER, dtype="float64")
-    assert diff_dumps(_dump(ref), _dump(ours)).ok                       # fine under float32 rules
-    strict = diff_dumps(_dump(ref, h64), _dump(ours, h64))
+    assert diff(_trace(ref), _trace(ours)).ok                       # fine under float32 rules
+    strict = diff(_trace(ref, h64), _trace(ours, h64))
     assert strict.tolerance["rtol"] == 1e-9 and strict.first_divergence == "encoder.1"
     # float32 rules as soon as one side ran in float32
-    assert diff_dumps(_dump(ref, h64), _dump(ours)).tolerance["dtype"] == "float32"
+    assert diff(_trace(ref, h64), _trace(ours)).tolerance["dtype"] == "float32"
     ours[2] = _scaled(_records()[2], 1.01)
-    assert diff_dumps(_dump(ref), _dump(ours), overrides={"encoder.*": (0.1, None)}).ok
-    assert not diff_dumps(_dump(ref), _dump(ours), overrides={"decoder.*": (0.1, None)}).ok
+    assert diff(_trace(ref), _trace(ours), overrides={"encoder.*": (0.1, None)}).ok
+    assert not diff(_trace(ref), _trace(ours), overrides={"decoder.*": (0.1, None)}).ok
 
 
 def test_shape_mismatch():
     ours = _records()
     ours[3] = dict(ours[3], shape=[2, 15])
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     assert result.first_divergence == "crosstransformer.layers.0"
     p = result.points[3]
     assert p["reasons"][0].startswith("shape (2, 3, 5) vs (2, 15)") and p["error"] == math.inf
@@ -142,7 +141,7 @@ def test_nan_count_change_is_reported():
     arrays = _arrays()
     ref = _records(arrays)
     arrays[1][0, 0, 0] = np.nan   # the other stats barely move, the count does
-    result = diff_dumps(_dump(ref), _dump(_records(arrays)))
+    result = diff(_trace(ref), _trace(_records(arrays)))
     assert result.first_divergence == "encoder.0"
     assert "nan count 0 vs 1" in result.points[1]["reasons"]
     assert result.points[1]["nan_ours"] == 1
@@ -151,7 +150,7 @@ def test_nan_count_change_is_reported():
 def test_argmin_argmax_are_reported_not_judged():
     ours = _records()
     ours[0] = dict(ours[0], argmin=ours[0]["argmin"] + 1, argmax=ours[0]["argmax"] + 1)
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     assert result.ok
     assert result.points[0]["argmin_equal"] is False and result.points[0]["argmax_equal"] is False
 
@@ -161,7 +160,7 @@ def test_points_on_one_side_only_and_context_matching():
     ours = [r for r in seg if not (r["name"] == "encoder.0" and r["context"] == {"segment": 1})]
     ours.append(dict(_records()[4], name="extra.point", context={"segment": 1}))
     ours.reverse()   # matched by (name, context), not by position
-    result = diff_dumps(_dump(seg), _dump(ours))
+    result = diff(_trace(seg), _trace(ours))
     assert result.only_reference == [{"name": "encoder.0", "context": {"segment": 1}, "position": 3}]
     assert [(x["name"], x["context"]) for x in result.only_ours] == [("extra.point", {"segment": 1})]
     assert result.ok and len(result.points) == 3
@@ -169,14 +168,14 @@ def test_points_on_one_side_only_and_context_matching():
     # a change under segment 1 is reported with its context
     changed = copy.deepcopy(seg)
     changed[2] = _scaled(changed[2], 1.01)
-    result = diff_dumps(_dump(seg), _dump(changed))
+    result = diff(_trace(seg), _trace(changed))
     assert result.first_divergence == "input.mix" and result.first_divergence_context == {"segment": 1}
 
 
 def test_header_mismatch_warns_and_still_diffs():
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
-    result = diff_dumps(_dump(_records()), _dump(ours, dict(HEADER, input_sha256="cc", model="htdemucs_6s")))
+    result = diff(_trace(_records()), _trace(ours, dict(HEADER, input_sha256="cc", model="htdemucs_6s")))
     assert len(result.header_mismatches) == 2
     assert any("input_sha256" in m and "'bb'" in m and "'cc'" in m for m in result.header_mismatches)
     assert any("model" in m for m in result.header_mismatches)
@@ -186,23 +185,21 @@ def test_header_mismatch_warns_and_still_diffs():
 def test_json_output_structure():
     ours = _records()
     ours[2] = dict(ours[2], nan=3)
-    result = diff_dumps(_dump(_records()), _dump(ours, dict(HEADER, checkpoint_sha256="zz")))
+    result = diff(_trace(_records()), _trace(ours, dict(HEADER, checkpoint_sha256="zz")))
     doc = json.loads(result.to_json(), parse_constant=lambda c: pytest.fail(f"non-standard JSON {c}"))
     assert {"first_divergence", "points", "only_reference", "only_ours", "header_mismatches"} <= set(doc)
     assert doc["first_divergence"] == "encoder.1"
     assert [p["name"] for p in doc["points"]] == NAMES
     assert doc["points"][2]["error"] == "inf" and doc["points"][2]["status"] == "first_divergence"
     assert doc["header_mismatches"][0].startswith("checkpoint_sha256 differs")
-    assert json.loads(diff_dumps(_dump(_records()), _dump(_records())).to_json())["first_divergence"] is None
+    assert json.loads(diff(_trace(_records()), _trace(_records())).to_json())["first_divergence"] is None
 
 
-def test_tensor_errors_by_hand(tmp_path):
+def test_tensor_errors_by_hand():
     # reference [3, 4] (norm 5), ours [3, 4.05]: max abs 0.05, rel L2 0.05/5 = 1e-2, SNR 40 dB
-    ref_path = write_dump(tmp_path / "ref.jsonl", HEADER, [tensor_stats("t", np.array([3.0, 4.0]))],
-                          tensors=[np.array([3.0, 4.0])])
-    ours_a = np.array([3.0, 4.05])
-    our_path = write_dump(tmp_path / "ours.jsonl", HEADER, [tensor_stats("t", ours_a)], tensors=[ours_a])
-    result = diff_dumps(read_dump(ref_path), read_dump(our_path))
+    ref_a, ours_a = np.array([3.0, 4.0]), np.array([3.0, 4.05])
+    result = diff(_trace([tensor_stats("t", ref_a)], tensors=[ref_a]),
+                  _trace([tensor_stats("t", ours_a)], tensors=[ours_a]))
     t = result.points[0]["tensor"]
     assert t["max_abs_error"] == pytest.approx(0.05, rel=1e-9)
     assert t["rel_l2"] == pytest.approx(1e-2, rel=1e-9)
@@ -210,15 +207,15 @@ def test_tensor_errors_by_hand(tmp_path):
     assert "tensor: relative L2 error" in result.points[0]["reasons"]
 
 
-def test_tensors_catch_what_statistics_cannot(tmp_path):
+def test_tensors_catch_what_statistics_cannot():
     # a permutation keeps every statistic but argmin/argmax; only the tensors show it
     a = np.array([1.0, 2.0, 5.0, -3.0])
     b = a[::-1].copy()
-    ref = write_dump(tmp_path / "r.jsonl", HEADER, [tensor_stats("p", a)], tensors=[a])
-    ours = write_dump(tmp_path / "o.jsonl", HEADER, [tensor_stats("p", b)], tensors=[b])
-    no_tensors = write_dump(tmp_path / "n.jsonl", HEADER, [tensor_stats("p", b)])
-    assert diff_dumps(read_dump(ref), read_dump(no_tensors)).ok
-    result = diff_dumps(read_dump(ref), read_dump(ours))
+    ref = _trace([tensor_stats("p", a)], tensors=[a])
+    ours = _trace([tensor_stats("p", b)], tensors=[b])
+    no_tensors = _trace([tensor_stats("p", b)])
+    assert diff(ref, no_tensors).ok
+    result = diff(ref, ours)
     assert result.first_divergence == "p"
     assert [r for r in result.points[0]["reasons"] if not r.startswith("tensor")] == []
 
@@ -226,7 +223,7 @@ def test_tensors_catch_what_statistics_cannot(tmp_path):
 def test_render_table():
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
-    result = diff_dumps(_dump(_records()), _dump(ours, dict(HEADER, input_sha256="cc")))
+    result = diff(_trace(_records()), _trace(ours, dict(HEADER, input_sha256="cc")))
     out = io.StringIO()
     console = Console(file=out, width=220, force_terminal=True, color_system="standard")
     render_table(result, console)
@@ -243,10 +240,10 @@ def test_plot_writes_a_png(tmp_path):
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
     ours[3] = dict(ours[3], shape=[1])      # an infinite error must not break the log axis
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     plot(result, tmp_path / "diff.png", floor=[1e-7, 2e-7, None, 1e-7, 0.0])
     assert (tmp_path / "diff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    floor = diff_dumps(_dump(_records()), _dump([_scaled(r, 1 + 1e-7) for r in _records()]))
+    floor = diff(_trace(_records()), _trace([_scaled(r, 1 + 1e-7) for r in _records()]))
     plot(result, tmp_path / "floor.png", floor=floor)
     assert (tmp_path / "floor.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="floor has 2 values for 5 points"):
@@ -259,7 +256,7 @@ def test_min_is_measured_against_the_largest_magnitude(shift, diverges):
     # is under rtol * 3 = 3e-4 (it would not be under rtol * RMS = 1.73e-4).
     ref = tensor_stats("m", np.array([3.0, -1.0, -1.0, -1.0]))
     ours = dict(ref, min=ref["min"] - shift)
-    result = diff_dumps(_dump([ref]), _dump([ours]), rtol=1e-4, atol=0.0)
+    result = diff(_trace([ref]), _trace([ours]), rtol=1e-4, atol=0.0)
     assert (result.first_divergence == "m") is diverges
     assert result.points[0]["errors"]["min"] == pytest.approx(shift / 3, rel=1e-9)
 
@@ -268,7 +265,7 @@ def test_points_frame_has_one_row_per_point_and_marks_the_first_divergence():
     pd = pytest.importorskip("pandas")
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
-    result = diff_dumps(_dump(_records()), _dump(ours))
+    result = diff(_trace(_records()), _trace(ours))
     frame = points_frame(result)
     assert isinstance(frame, pd.DataFrame)
     assert list(frame["point"]) == NAMES and list(frame.index) == [0, 1, 2, 3, 4]
@@ -284,6 +281,6 @@ def test_draw_errors_marks_the_first_divergence_on_given_axes():
     ours = _records()
     ours[2] = _scaled(ours[2], 1.01)
     ax = Figure().add_subplot()
-    draw_errors(ax, diff_dumps(_dump(_records()), _dump(ours)))
+    draw_errors(ax, diff(_trace(_records()), _trace(ours)))
     assert [line.get_xdata()[0] for line in ax.lines if line.get_color() == "red"] == [2]
     assert any("first divergence: encoder.1" in text.get_text() for text in ax.texts)

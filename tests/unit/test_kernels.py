@@ -1,8 +1,9 @@
-"""Every kernel against its plain-numpy reference in kernels/naive.py, in float32 and float64."""
+"""Every kernel against its plain-numpy reference in tests/naive.py, in float32 and float64."""
 import numpy as np
 import pytest
 
-from numba_demucs.kernels import activations, attention, conv, naive, norm, spectral
+from numba_demucs.kernels import activations, attention, conv, norm, spectral
+from tests import naive
 
 DTYPES = [np.float32, np.float64]
 # float32 results are compared with a float64 reference: tolerance is a few float32 ulps
