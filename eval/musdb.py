@@ -73,7 +73,20 @@ def read_audio(path) -> tuple[np.ndarray, int]:
         data, rate = soundfile.read(path, dtype="float32", always_2d=True)
     except Exception as error:  # soundfile raises several types for unreadable content
         raise AudioError(f"{path}: not a readable audio file ({error})") from None
+    check_finite(path, data)
     return data, int(rate)
+
+
+def check_finite(location, audio) -> None:
+    """A clear error naming the first NaN or infinite sample of ``audio (samples, channels)``.
+
+    BSS Eval would turn a single NaN into NaN scores for every frame and source of the track.
+    """
+    bad = ~np.isfinite(audio)
+    if bad.any():
+        sample, channel = np.argwhere(bad)[0]
+        raise AudioError(f"{location}: {int(bad.sum())} NaN or infinite samples (the first "
+                         f"at sample {int(sample)}, channel {int(channel)})")
 
 
 def _read_stem_file(track: Track, stems):
@@ -93,7 +106,10 @@ def _read_stem_file(track: Track, stems):
     if audio.ndim != 3 or audio.shape[0] != len(stems):
         raise AudioError(f"{track.path}: expected {len(stems)} stereo streams, decoded an "
                          f"array of shape {audio.shape}")
-    return [(np.ascontiguousarray(a), int(rate)) for a in audio]
+    decoded = [(np.ascontiguousarray(a), int(rate)) for a in audio]
+    for stem, (samples, _) in zip(stems, decoded):
+        check_finite(stem_location(track, stem), samples)
+    return decoded
 
 
 def stem_location(track: Track, stem: str) -> str:
