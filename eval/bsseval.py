@@ -37,7 +37,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from numba import njit
+from numba_demucs.kernels._config import kernel
 
 from numba_demucs.errors import EvaluationError
 
@@ -103,7 +103,7 @@ def frame_bounds(n_samples: int, window: float, hop: float) -> list[tuple[int, i
     return bounds
 
 
-@njit(cache=True)
+@kernel
 def _silent_sources(signals, start, stop):
     """True per source when its channel sum is exactly zero on every sample of the range.
 
@@ -129,7 +129,7 @@ def _silent_sources(signals, start, stop):
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _gather_blocks(signals, starts, offset, length, fft_length, out):
     """Copy ``length`` samples from ``start + offset`` of every channel into ``out``.
 
@@ -151,7 +151,7 @@ def _gather_blocks(signals, starts, offset, length, fft_length, out):
                         out[block, row, index] = 0.0
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _accumulate_cross_spectra(leading, trailing, first, second, acc, begin, end):
     """``acc[pair] += sum over blocks of leading[first[pair]] * conj(trailing[second[pair]])``
     for the pairs ``begin <= pair < end`` (threads take disjoint ranges)."""
@@ -246,7 +246,7 @@ def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
     return first, second, np.ascontiguousarray(values)
 
 
-@njit(cache=True)
+@kernel
 def _fill_gram(first, second, values, n_refs, low, high, filters_len, gram):
     """Lay the correlations of reference channels ``low <= p < high`` out as museval's
     reshaped ``G`` (``_reshape_G`` order: source, channel, delay).
@@ -271,7 +271,7 @@ def _fill_gram(first, second, values, n_refs, low, high, filters_len, gram):
                 gram[column + b, row + a] = value
 
 
-@njit(cache=True)
+@kernel
 def _fill_targets(first, second, values, n_refs, filters_len, targets):
     """museval's ``D``: ``targets[(p, k), e] = R[p, e](-k)``, reference channel ``p``
     delayed by ``k`` against estimate channel ``e``."""
@@ -376,7 +376,7 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
 # --------------------------------------------------------------------------------------
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _project_spectra(reference_spectra, all_spectra, own_spectra, all_out, own_out):
     """Filter the frame spectra: sum over reference channels of filter times reference.
 
@@ -400,7 +400,7 @@ def _project_spectra(reference_spectra, all_spectra, own_spectra, all_out, own_o
                 own_out[j, c, k] += own_spectra[j, c, cs, k] * reference_spectra[j, cs, k]
 
 
-@njit(cache=True)
+@kernel
 def _safe_db(numerator, denominator):
     """museval ``_safe_db``: +inf for a zero denominator, else ``10 log10(num / den)``."""
     if denominator == 0.0:
@@ -410,7 +410,7 @@ def _safe_db(numerator, denominator):
     return 10.0 * np.log10(numerator / denominator)
 
 
-@njit(cache=True, nogil=True)
+@kernel
 def _frame_criteria(references, estimates, start, stop, projected_all, projected_own, padded,
                     out, frame):
     """museval ``_bss_crit`` (images version) for every source of one frame.

@@ -87,16 +87,17 @@ def run_musdb(args) -> int:
         # Resolve and load the model before any track: a wrong name or a broken checkpoint
         # fails at once, and with --jobs 1 this process keeps the loaded model.
         runner.load_separator(args.model, args.checkpoint)
-    finished = runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
-                          dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
-    print(f"{len(finished)} tracks scored, {len(tasks) - len(todo)} skipped (already in "
-          f"{args.output})", file=sys.stderr)
+    summary = runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
+                         dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
+    print(summary.line(args.output), file=sys.stderr)
     from . import report
 
+    failed = {failure.track.name for failure in summary.failed}
     results = {track.name: report.read_track(runner.result_path(args.output, track))
-               for track in tracks}
-    _print_aggregate({Path(args.output).name: results})
-    return 0
+               for track in tracks if track.name not in failed}
+    if results:
+        _print_aggregate({Path(args.output).name: results})
+    return 2 if summary.failed else 0
 
 
 def run_bsseval(args) -> int:

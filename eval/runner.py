@@ -235,8 +235,16 @@ def score_track(task: TrackTask) -> dict:
                                    references, rate)
     else:
         mixture, mix_rate = load_mixture(track)
-        if mix_rate != rate or mixture.shape[1] != references.shape[1]:
-            raise EvaluationError(f"{track.path}: mixture and stems differ in rate or length")
+        location = stem_location(track, "mixture")
+        if mix_rate != rate:
+            raise EvaluationError(f"{location}: sample rate {mix_rate} Hz, the stems have "
+                                  f"{rate} Hz")
+        if mixture.shape[0] != references.shape[2]:
+            raise EvaluationError(f"{location}: {mixture.shape[0]} channels, the stems have "
+                                  f"{references.shape[2]}")
+        if mixture.shape[1] != references.shape[1]:
+            raise EvaluationError(f"{location}: {mixture.shape[1]} samples, the stems have "
+                                  f"{references.shape[1]}")
         estimates = separate(task, mixture, rate, SOURCES)
     try:
         sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=task.window,
@@ -256,46 +264,106 @@ def pending_tasks(tasks, output, force=False):
     return [task for task in tasks if force or not result_path(output, task.track).exists()]
 
 
-def _progress(enabled):
+def _progress(console):
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeElapsedColumn, TimeRemainingColumn)
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                    disable=console is None)
+
+
+@dataclass(frozen=True)
+class TrackFailure:
+    """A track that could not be scored, and why (the error's message, naming the file)."""
+
+    track: Track
+    message: str
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` did: tracks scored now, skipped (JSON already there) and failed."""
+
+    scored: list
+    skipped: list
+    failed: list
+
+    def line(self, output) -> str:
+        """``2 scored, 1 skipped (already in OUT), 1 failed: TRACK``, the command's last line."""
+        parts = [f"{len(self.scored)} scored"]
+        if self.skipped:
+            parts.append(f"{len(self.skipped)} skipped (already in {output})")
+        if self.failed:
+            parts.append(f"{len(self.failed)} failed: "
+                         + ", ".join(failure.track.name for failure in self.failed))
+        return ", ".join(parts)
 
 
 def run(tasks, output, jobs=1, force=False, dask_scheduler=None, progress=True,
-        on_track_done=None) -> list[Track]:
-    """Score the tasks not done yet and write their JSON; returns the tracks scored now.
+        on_track_done=None, console=None) -> RunSummary:
+    """Score the tasks not done yet and write their JSON.
 
+    A track whose audio is missing, unreadable or inconsistent (a ``NumbaDemucsError``
+    from scoring it) is reported on one line of its own, above the progress bar, and the
+    other tracks are scored; it gets no JSON, so the next run tries it again.
     ``on_track_done(track, path)`` is called after each JSON is in place; an exception
-    from it (or from scoring) stops the run, and the finished tracks stay done.
+    from it, or any other exception from scoring, stops the run, and the finished tracks
+    stay done. ``console`` is the rich console of the bar (default: stderr).
     """
+    import sys
+
+    from numba_demucs.errors import NumbaDemucsError
+
     remove_stale_temporaries(output, [task.track for task in tasks])
     todo = pending_tasks(tasks, output, force)
-    finished = []
-    with _progress(progress) as bar:
+    pending = {id(task) for task in todo}
+    summary = RunSummary(scored=[], skipped=[t.track for t in tasks if id(t) not in pending],
+                         failed=[])
+    if progress and console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+    with _progress(console if progress else None) as bar:
         handle = bar.add_task(f"scoring {len(todo)} of {len(tasks)} tracks", total=len(todo))
+
+        def say(message):
+            if progress:  # printed above the bar, which is drawn again below it
+                bar.console.print(message, markup=False, highlight=False, soft_wrap=True)
+            else:
+                print(message, file=sys.stderr, flush=True)
 
         def record(task, document):
             path = result_path(output, task.track)
             write_json_atomically(path, document)
-            finished.append(task.track)
+            summary.scored.append(task.track)
             bar.advance(handle)
             if on_track_done is not None:
                 on_track_done(task.track, path)
 
+        def fail(task, error):
+            if not isinstance(error, NumbaDemucsError):
+                raise error
+            summary.failed.append(TrackFailure(task.track, str(error)))
+            say(f"numba-demucs: error: {error}")
+            bar.advance(handle)
+
         if dask_scheduler:
-            _run_dask(todo, dask_scheduler, record)
+            _run_dask(todo, dask_scheduler, record, fail)
         elif jobs > 1 and len(todo) > 1:
-            _run_pool(todo, jobs, record)
+            _run_pool(todo, jobs, record, fail)
         else:
             for task in todo:
-                record(task, score_track(task))
-    return finished
+                try:
+                    document = score_track(task)
+                except NumbaDemucsError as error:
+                    fail(task, error)
+                else:
+                    record(task, document)
+    return summary
 
 
-def _run_pool(todo, jobs, record):
+def _run_pool(todo, jobs, record, fail):
     import multiprocessing
 
     # spawn, not fork: numba's thread pool must not be inherited half-initialised.
@@ -306,7 +374,12 @@ def _run_pool(todo, jobs, record):
         while futures:
             done, _ = wait(futures, return_when=FIRST_COMPLETED)
             for future in done:
-                record(futures.pop(future), future.result())
+                task = futures.pop(future)
+                error = future.exception()
+                if error is None:
+                    record(task, future.result())
+                else:
+                    fail(task, error)
     except BaseException:
         # Do not wait for the other tracks on an error or Ctrl-C; finished ones are saved.
         pool.shutdown(wait=False, cancel_futures=True)
@@ -314,7 +387,7 @@ def _run_pool(todo, jobs, record):
     pool.shutdown()
 
 
-def _run_dask(todo, address, record):
+def _run_dask(todo, address, record, fail):
     try:
         from distributed import Client, as_completed
     except ImportError:
@@ -329,7 +402,11 @@ def _run_dask(todo, address, record):
         by_key = {future.key: task for future, task in zip(futures, todo)}
         try:
             for future in as_completed(futures):
-                record(by_key[future.key], future.result())
+                task = by_key[future.key]
+                if future.status == "error":
+                    fail(task, future.exception())
+                else:
+                    record(task, future.result())
         except BaseException:
             client.cancel(futures)
             raise
