@@ -102,7 +102,7 @@ def test_stopped_run_resumes_with_only_the_missing_tracks(long_dataset, tmp_path
                            timeout=300)
     assert again.returncode == 0, again.stderr
     missing = len(TRACKS) - len(done)
-    assert f"{missing} tracks scored, {len(done)} skipped" in again.stderr
+    assert f"{missing} scored, {len(done)} skipped" in again.stderr
     after = snapshot(output / "test")
     assert sorted(after) == sorted(f"{name}.json" for name in TRACKS)
     for name, identity in done.items():
