@@ -41,13 +41,7 @@ from numba_demucs.kernels._config import kernel
 
 from numba_demucs.errors import EvaluationError
 
-FILTERS_LEN = 512
-"""Number of taps of museval's distortion filters (``metrics.bss_eval(filters_len=512)``)."""
-
-_CORRELATION_FFT = 16384
-"""FFT length of one correlation block; each block then covers ``16384 - 1022`` samples."""
-
-_BLOCKS_PER_BATCH = 4
+from .correlations import FILTERS_LEN, gather_blocks, lag_correlations
 
 try:  # scipy ships with museval; its LAPACK wrapper lets the big solve overwrite its input.
     from scipy.linalg import lapack as _lapack
@@ -127,123 +121,6 @@ def _silent_sources(signals, start, stop):
 # Correlations over the whole track (museval ``_compute_reference_correlations`` and the
 # cross-correlations inside ``_compute_projection_filters``)
 # --------------------------------------------------------------------------------------
-
-
-@kernel
-def _gather_blocks(signals, starts, offset, length, fft_length, out):
-    """Copy ``length`` samples from ``start + offset`` of every channel into ``out``.
-
-    ``signals`` is ``(sources, samples, channels)`` in any float dtype; ``out`` is
-    ``(blocks, sources * channels, fft_length)`` float64. Samples outside the signal are
-    zero, which is museval's zero padding.
-    """
-    n_sources, n_samples, n_channels = signals.shape
-    for block in range(starts.shape[0]):
-        first = starts[block] + offset
-        for source in range(n_sources):
-            for channel in range(n_channels):
-                row = source * n_channels + channel
-                for index in range(fft_length):
-                    sample = first + index
-                    if index < length and 0 <= sample < n_samples:
-                        out[block, row, index] = signals[source, sample, channel]
-                    else:
-                        out[block, row, index] = 0.0
-
-
-@kernel
-def _accumulate_cross_spectra(leading, trailing, first, second, acc, begin, end):
-    """``acc[pair] += sum over blocks of leading[first[pair]] * conj(trailing[second[pair]])``
-    for the pairs ``begin <= pair < end`` (threads take disjoint ranges)."""
-    n_blocks = leading.shape[0]
-    n_bins = leading.shape[2]
-    for pair in range(begin, end):
-        a = first[pair]
-        b = second[pair]
-        for block in range(n_blocks):
-            for k in range(n_bins):
-                acc[pair, k] += leading[block, a, k] * np.conj(trailing[block, b, k])
-
-
-def _in_threads(function, ranges):
-    """Run ``function(begin, end)`` over the ranges, one thread each (the kernels drop the GIL).
-
-    Plain threads rather than numba's ``parallel=True``: OpenMP workers spin after each
-    parallel region and, on few cores, starve the FFT and BLAS threads that run between.
-    """
-    if len(ranges) == 1:
-        function(*ranges[0])
-        return
-    with ThreadPoolExecutor(len(ranges)) as pool:
-        for future in [pool.submit(function, begin, end) for begin, end in ranges]:
-            future.result()
-
-
-def _split(count, parts):
-    parts = max(1, min(parts, count))
-    edges = [count * index // parts for index in range(parts + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(parts)]
-
-
-def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
-    """Correlations ``R[p, q](k) = sum_n x_p[n + k] x_q[n]`` for ``|k| < filters_len``.
-
-    ``x_p`` ranges over the reference channels (source-major, as museval flattens them) and
-    ``x_q`` over the reference channels followed by the estimate channels. Only the pairs
-    museval uses are computed: reference/reference with ``p <= q`` and every
-    reference/estimate pair. Returns ``(pairs_p, pairs_q, values)`` with ``values[i, k +
-    filters_len - 1]``.
-
-    museval obtains the same numbers from full-length FFTs (``scipy.fftpack.fft`` of
-    ``2**ceil(log2(n + filters_len - 1))`` points per channel, one full inverse FFT per
-    pair). Here the trailing signal is cut into blocks and each block is correlated with
-    the leading signal extended by ``filters_len - 1`` samples on both sides; the
-    cross-spectra of all blocks are summed and inverted once per pair.
-    """
-    n_sources, n_samples, n_channels = references.shape
-    n_refs = n_sources * n_channels
-    margin = filters_len - 1
-    fft_length = min(_CORRELATION_FFT, 1 << (n_samples + 2 * margin - 1).bit_length())
-    fft_length = max(fft_length, 1 << (4 * margin).bit_length())
-    block = fft_length - 2 * margin
-    first, second = [], []
-    for p in range(n_refs):
-        for q in range(p, n_refs):
-            first.append(p)
-            second.append(q)
-    for p in range(n_refs):
-        for q in range(n_refs):
-            first.append(p)
-            second.append(n_refs + q)
-    first = np.asarray(first, dtype=np.int64)
-    second = np.asarray(second, dtype=np.int64)
-
-    n_bins = fft_length // 2 + 1
-    acc = np.zeros((first.shape[0], n_bins), dtype=np.complex128)
-    starts_all = np.arange(0, n_samples, block, dtype=np.int64)
-    # One set of buffers for every batch: allocating them per batch makes glibc raise its
-    # mmap threshold and keep tens of MiB of freed heap, which shows in the peak memory.
-    batch_size = min(_BLOCKS_PER_BATCH, starts_all.shape[0])
-    lead = np.empty((batch_size, n_refs, fft_length))
-    trail = np.empty((batch_size, 2 * n_refs, fft_length))
-    lead_spectra = np.empty((batch_size, n_refs, n_bins), dtype=np.complex128)
-    trail_spectra = np.empty((batch_size, 2 * n_refs, n_bins), dtype=np.complex128)
-    for batch in range(0, starts_all.shape[0], batch_size):
-        starts = starts_all[batch : batch + batch_size]
-        count = starts.shape[0]
-        _gather_blocks(references, starts, -margin, block + 2 * margin, fft_length,
-                       lead[:count])
-        _gather_blocks(references, starts, 0, block, fft_length, trail[:count, :n_refs])
-        _gather_blocks(estimates, starts, 0, block, fft_length, trail[:count, n_refs:])
-        np.fft.rfft(lead[:count], fft_length, axis=-1, out=lead_spectra[:count])
-        np.fft.rfft(trail[:count], fft_length, axis=-1, out=trail_spectra[:count])
-        lead_batch, trail_batch = lead_spectra[:count], trail_spectra[:count]
-        _in_threads(lambda begin, end: _accumulate_cross_spectra(
-            lead_batch, trail_batch, first, second, acc, begin, end),
-            _split(first.shape[0], _CPUS))
-    del lead, trail, lead_spectra, trail_spectra
-    values = np.fft.irfft(acc, fft_length, axis=-1)[:, : 2 * margin + 1]
-    return first, second, np.ascontiguousarray(values)
 
 
 @kernel
@@ -563,7 +440,7 @@ def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
         time_own = np.empty((n_sources, n_channels, fft_length))
         for frame in frames:
             start, stop = bounds[frame]
-            _gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
+            gather_blocks(references, np.array([start], dtype=np.int64), 0, stop - start,
                            fft_length, frame_signal)
             np.fft.rfft(frame_signal[0], fft_length, axis=-1,
                         out=spectra.reshape(n_sources * n_channels, n_bins))
