@@ -32,6 +32,27 @@ ARCHITECTURES = {
     "defaults": dict(sources=FOUR_SOURCES),
 }
 
+# demucs v3 (HDemucs) and its time-only Demucs, with the arguments that differ from demucs'
+# conf defaults in each published file (see docs/architecture.md, "Supported models").
+HDEMUCS_ARCHITECTURES = {
+    # 75fc33f5 (hdemucs_mmi), mdx_extra's e51eebcc / cfa93e08, repro_mdx_a's hybrids
+    "hdemucs_mmi": dict(sources=FOUR_SOURCES, segment=40),
+    # mdx c511e2ab: magnitude spectrogram + phase of the mix, MDX padding bug, no GroupNorm
+    "hdemucs_c511e2ab": dict(sources=FOUR_SOURCES, cac=False, hybrid_old=True, norm_starts=999,
+                             segment=40),
+    # mdx 7d865c68: frequency bands (MultiWrap) in the two outer layers, no GroupNorm
+    "hdemucs_7d865c68": dict(sources=FOUR_SOURCES, norm_starts=999, multi_freqs=[0.1, 0.3],
+                             multi_freqs_depth=2, segment=40),
+    # mdx_extra 5d2d6c55: magnitude spectrogram, GroupNorm from layer 4
+    "hdemucs_5d2d6c55": dict(sources=FOUR_SOURCES, cac=False, segment=40),
+}
+DEMUCS_ARCHITECTURES = {
+    # mdx 0d19c1c6 / 7ecf8ec1
+    "demucs_0d19c1c6": dict(sources=FOUR_SOURCES, channels=64, rewrite=False, normalize=True),
+    # repro_mdx_a 9a6b4851 / 1ef250f1
+    "demucs_9a6b4851": dict(sources=FOUR_SOURCES, channels=64, normalize=True),
+}
+
 # Overrides for build_model: an architecture's layers and trace points at toy width with a
 # 0.5 s segment, so both sides trace a second of audio in seconds (tests, notebooks).
 # dconv_comp=4 keeps two channels in the outer DConv branches (one would make their conv bias
@@ -40,15 +61,24 @@ TINY = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32
 
 
 def build_model(architecture="htdemucs", seed=0, perturb=True, **overrides):
-    """A randomly initialised demucs HTDemucs with the named architecture, in eval mode."""
+    """A randomly initialised demucs model with the named architecture, in eval mode:
+    HTDemucs (``ARCHITECTURES``), HDemucs (``HDEMUCS_ARCHITECTURES``) or Demucs
+    (``DEMUCS_ARCHITECTURES``)."""
     import torch
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
     from demucs.htdemucs import HTDemucs
 
-    kwargs = dict(ARCHITECTURES[architecture])
+    if architecture in HDEMUCS_ARCHITECTURES:
+        klass, kwargs = HDemucs, dict(HDEMUCS_ARCHITECTURES[architecture])
+    elif architecture in DEMUCS_ARCHITECTURES:
+        klass, kwargs = Demucs, dict(DEMUCS_ARCHITECTURES[architecture])
+    else:
+        klass, kwargs = HTDemucs, dict(ARCHITECTURES[architecture])
     kwargs.update(overrides)
     sources = kwargs.pop("sources")
     torch.manual_seed(seed)
-    model = HTDemucs(sources, **kwargs)
+    model = klass(sources, **kwargs)
     if perturb:
         perturb_parameters(model, seed)
     return model.eval()
@@ -62,6 +92,8 @@ def perturb_parameters(model, seed=0):
     rescaled conv biases would let a broken DConv, norm or transformer branch hide under
     rounding. Query and key projections are doubled so attention is far from uniform.
     Modules are recognised by type, since DConv's norms are unnamed Sequential items.
+    LSTM weights and biases keep PyTorch's U(-1/sqrt(H), 1/sqrt(H)) init, which leaves
+    the gates unsaturated and every gate's bias distinct.
     """
     import torch
     from torch import nn
@@ -73,8 +105,16 @@ def perturb_parameters(model, seed=0):
             return std * torch.randn(shape, generator=generator)
         return low + (high - low) * torch.rand(shape, generator=generator)
 
+    from demucs.demucs import LocalState
+
     with torch.no_grad():
         for module in model.modules():
+            if isinstance(module, LocalState):
+                # demucs starts the decay projection near zero (x0.01): without a boost the
+                # decay rates hardly depend on the query. Sharper queries and keys too.
+                module.query_decay.weight *= 50.0
+                module.query.weight *= 2.0
+                module.key.weight *= 2.0
             if isinstance(module, nn.MultiheadAttention):
                 # Random projections leave attention close to uniform, where the queries
                 # hardly matter; sharper scores make every projection count.

@@ -19,6 +19,8 @@ from .errors import (AudioError, CheckpointError, ChecksumError, DownloadError, 
                      NumbaDemucsError, UnknownModelError, UnsafeCheckpointError,
                      UnsupportedModelError)
 from .models.bag import BagOfModels
+from .models.classes import from_package
+from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
 from .separator import Separator, separate_file
 from . import pretrained  # noqa: E402  (imports load_model lazily)
@@ -26,7 +28,7 @@ from . import pretrained  # noqa: E402  (imports load_model lazily)
 __version__ = "0.1.0"
 
 __all__ = [
-    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "BagOfModels",
+    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "HDemucs", "BagOfModels",
     "NumbaDemucsError",
     "CheckpointError", "UnsafeCheckpointError", "UnsupportedModelError", "AudioError",
     "EvaluationError", "UnknownModelError", "DownloadError", "ChecksumError", "pretrained",
@@ -41,10 +43,10 @@ def load_model(path, dtype=np.float32):
     path = Path(path)
     if path.suffix in (".yaml", ".yml"):
         bag = read_bag(path)
-        models = [HTDemucs.from_package(read_package(member), dtype) for member in bag.members]
+        models = [from_package(read_package(member), dtype) for member in bag.members]
         return BagOfModels(models, bag.weights, bag.segment, str(path))
     if path.suffix not in (".th", ".safetensors"):
         if not path.exists():
             raise CheckpointError(f"{path}: no such checkpoint file")
         raise CheckpointError(f"{path}: unknown checkpoint type (expected .th, .safetensors or .yaml)")
-    return HTDemucs.from_package(read_package(path), dtype)
+    return from_package(read_package(path), dtype)

@@ -102,7 +102,7 @@ class _Runner:
         return self.rng.randrange(transformer.sin_random_shift + 1)
 
     def _forward(self, chunk: _Chunk, sin_shift):
-        if self.segment is not None:
+        if self.segment is not None and getattr(self.model, "segment_fixes_input_length", True):
             valid_length = int(self.segment * self.model.samplerate)
         else:
             valid_length = self.model.valid_length(chunk.length)
@@ -228,7 +228,7 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     if segment is not None:
         if segment <= 0:
             raise NumbaDemucsError(f"segment must be positive, got {segment}")
-        if segment > model.segment:
+        if segment > model.segment and getattr(model, "segment_fixes_input_length", True):
             raise NumbaDemucsError(
                 f"segment {segment} s is longer than the model's {float(model.segment):.2f} s; "
                 "a transformer model cannot run on longer segments than it was trained on")

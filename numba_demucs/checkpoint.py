@@ -21,8 +21,9 @@ import numpy as np
 
 from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
 
-# Model classes demucs may name; only HTDemucs is implemented here.
-SUPPORTED_CLASSES = {"demucs.htdemucs.HTDemucs": "HTDemucs"}
+# Model classes demucs may name, and the ones implemented here (numba_demucs.models.classes).
+SUPPORTED_CLASSES = {"demucs.htdemucs.HTDemucs": "HTDemucs", "demucs.hdemucs.HDemucs": "HDemucs",
+                     "demucs.demucs.Demucs": "Demucs"}
 KNOWN_DEMUCS_CLASSES = {
     "demucs.htdemucs.HTDemucs",
     "demucs.hdemucs.HDemucs",
@@ -58,7 +59,8 @@ class ModelPackage:
         if self.klass in SUPPORTED_CLASSES:
             return SUPPORTED_CLASSES[self.klass]
         raise UnsupportedModelError(
-            f"{self.path}: model class {self.klass} is not supported (only demucs.htdemucs.HTDemucs)"
+            f"{self.path}: model class {self.klass} is not supported (only "
+            f"{', '.join(sorted(SUPPORTED_CLASSES))})"
         )
 
 

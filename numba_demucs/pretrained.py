@@ -668,12 +668,12 @@ def get_model(name: str, repo=None, *, cache_dir=None, progress: Progress = Fals
     ``HTDemucs`` for a single signature. ``progress`` is ``True`` for a rich progress bar on
     stderr, or a callable ``(bytes_done, total_or_None)``."""
     from .models.bag import BagOfModels
-    from .models.htdemucs import HTDemucs
+    from .models.classes import from_package
 
     resolved = _resolve(name, repo, cache_dir, progress)
     if resolved.members is None:
-        return HTDemucs.from_package(read_package(resolved.path), dtype)
-    models = [HTDemucs.from_package(read_package(member), dtype) for member in resolved.members]
+        return from_package(read_package(resolved.path), dtype)
+    models = [from_package(read_package(member), dtype) for member in resolved.members]
     return BagOfModels(models, resolved.weights, resolved.segment, str(resolved.path))
 
 

@@ -9,6 +9,28 @@ from fractions import Fraction
 from ..errors import UnsupportedModelError
 
 
+def bind_arguments(cls, class_name, args, kwargs, source="checkpoint"):
+    """Bind a checkpoint's ``args``/``kwargs`` as demucs would, dropping unknown names.
+
+    demucs' ``load_model`` drops arguments the class does not take with a warning; we
+    do the same so any file demucs loads, we load. The config then refuses, by name,
+    the arguments whose computation is not implemented.
+    """
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = dict(kwargs)
+    for key in list(kwargs):
+        if key not in names:
+            warnings.warn(f"{source}: dropping unknown {class_name} argument {key}")
+            del kwargs[key]
+    try:
+        bound = inspect.signature(cls).bind(*args, **kwargs)
+    except TypeError as error:
+        raise UnsupportedModelError(f"{source}: cannot bind {class_name} arguments ({error})") from None
+    config = cls(*bound.args, **bound.kwargs)
+    config.check_supported(source)
+    return config
+
+
 @dataclasses.dataclass
 class HTDemucsConfig:
     """Every argument of ``demucs.htdemucs.HTDemucs.__init__`` with the same default."""
@@ -79,24 +101,7 @@ class HTDemucsConfig:
 
     @classmethod
     def from_arguments(cls, args, kwargs, source="checkpoint"):
-        """Bind a checkpoint's ``args``/``kwargs`` as demucs would, dropping unknown names.
-
-        demucs' ``load_model`` drops arguments the class does not take with a warning; we
-        do the same so any file demucs loads, we load.
-        """
-        names = [f.name for f in dataclasses.fields(cls)]
-        kwargs = dict(kwargs)
-        for key in list(kwargs):
-            if key not in names:
-                warnings.warn(f"{source}: dropping unknown HTDemucs argument {key}")
-                del kwargs[key]
-        try:
-            bound = inspect.signature(cls).bind(*args, **kwargs)
-        except TypeError as error:
-            raise UnsupportedModelError(f"{source}: cannot bind HTDemucs arguments ({error})") from None
-        config = cls(*bound.args, **bound.kwargs)
-        config.check_supported(source)
-        return config
+        return bind_arguments(cls, "HTDemucs", args, kwargs, source)
 
     def check_supported(self, source="HTDemucs"):
         """Refuse arguments whose computation we do not implement, naming them."""
@@ -126,3 +131,66 @@ class HTDemucsConfig:
     @property
     def segment_length(self) -> int:
         return int(self.segment * self.samplerate)
+
+
+@dataclasses.dataclass
+class HDemucsConfig:
+    """Every argument of ``demucs.hdemucs.HDemucs.__init__`` (demucs 4.1) with the same default."""
+
+    sources: list
+    audio_channels: int = 2
+    channels: int = 48
+    channels_time: int | None = None
+    growth: int = 2
+    nfft: int = 4096
+    wiener_iters: int = 0
+    end_iters: int = 0
+    wiener_residual: bool = False
+    cac: bool = True
+    depth: int = 6
+    rewrite: bool = True
+    hybrid: bool = True
+    hybrid_old: bool = False
+    multi_freqs: list | None = None
+    multi_freqs_depth: int = 2
+    freq_emb: float = 0.2
+    emb_scale: float = 10
+    emb_smooth: bool = True
+    kernel_size: int = 8
+    time_stride: int = 2
+    stride: int = 4
+    context: int = 1
+    context_enc: int = 0
+    norm_starts: int = 4
+    norm_groups: int = 4
+    dconv_mode: int = 1
+    dconv_depth: int = 2
+    dconv_comp: int = 4
+    dconv_attn: int = 4
+    dconv_lstm: int = 4
+    dconv_init: float = 1e-4
+    rescale: float = 0.1
+    samplerate: int = 44100
+    segment: float | Fraction = 4 * 10
+
+    @classmethod
+    def from_arguments(cls, args, kwargs, source="checkpoint"):
+        return bind_arguments(cls, "HDemucs", args, kwargs, source)
+
+    def check_supported(self, source="HDemucs"):
+        """Refuse arguments whose computation we do not implement, naming them."""
+        refused = []
+        if not self.hybrid:
+            refused.append("hybrid=False")
+        if self.multi_freqs:
+            refused.append(f"multi_freqs={self.multi_freqs}")
+        if self.wiener_iters != self.end_iters:
+            refused.append(f"wiener_iters={self.wiener_iters} != end_iters={self.end_iters}")
+        if not self.cac and self.wiener_iters != 0:
+            # an EM Wiener filter (no official model uses one)
+            refused.append(f"cac=False with wiener_iters={self.wiener_iters}")
+        if self.wiener_residual and not self.cac:
+            refused.append("wiener_residual=True")
+        if refused:
+            raise UnsupportedModelError(
+                f"{source}: HDemucs({', '.join(refused)}) is not supported")

@@ -83,6 +83,9 @@ def _layer_plan(config: HTDemucsConfig):
 class HTDemucs:
     """Inference-only HTDemucs with numpy weights in ``dtype`` (float32 or float64)."""
 
+    # apply_model given a segment pads every chunk to that many seconds (demucs.apply)
+    segment_fixes_input_length = True
+
     def __init__(self, config: HTDemucsConfig, state: dict, dtype=np.float32, source="HTDemucs"):
         config.check_supported(source)
         self.config = config
