@@ -60,6 +60,11 @@ DEMUCS_ARCHITECTURES = {
 TINY = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32)
 
 
+LSTM_GAIN = 8.0
+PROJ_GAIN = 8.0
+DEEP_SCALE = (1.0, 2.0)
+
+
 def build_model(architecture="htdemucs", seed=0, perturb=True, **overrides):
     """A randomly initialised demucs model with the named architecture, in eval mode:
     HTDemucs (``ARCHITECTURES``), HDemucs (``HDEMUCS_ARCHITECTURES``) or Demucs
@@ -105,16 +110,13 @@ def perturb_parameters(model, seed=0):
             return std * torch.randn(shape, generator=generator)
         return low + (high - low) * torch.rand(shape, generator=generator)
 
-    from demucs.demucs import LocalState
+    from demucs.demucs import BLSTM, LocalState
 
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, LocalState):
-                # demucs starts the decay projection near zero (x0.01): without a boost the
-                # decay rates hardly depend on the query. Sharper queries and keys too.
-                module.query_decay.weight *= 50.0
-                module.query.weight *= 2.0
-                module.key.weight *= 2.0
+            if isinstance(module, BLSTM):
+                # the LSTM's output next to its skip connection would be a small correction
+                module.linear.weight *= LSTM_GAIN
             if isinstance(module, nn.MultiheadAttention):
                 # Random projections leave attention close to uniform, where the queries
                 # hardly matter; sharper scores make every projection count.
@@ -127,6 +129,23 @@ def perturb_parameters(model, seed=0):
                     parameter.copy_(draw(parameter.shape, 0.05, 0.5))
                 elif name.endswith("bias"):
                     parameter.copy_(draw(parameter.shape, std=0.5 if norm else 0.1))
+        for module in model.modules():
+            if isinstance(module, nn.Sequential) and any(
+                    isinstance(m, (BLSTM, LocalState)) for m in module):
+                # the branches with a BLSTM or LocalState sit deepest in the U-Net, where a
+                # small LayerScale would make everything inside them a small correction
+                module[-1].scale.copy_(draw(module[-1].scale.shape, *DEEP_SCALE))
+            if isinstance(module, LocalState):
+                # demucs starts the decay projection near zero (x0.01, bias -2): the window
+                # would hardly depend on the query. A wider, query-dependent window, sharper
+                # queries and keys, and a larger output projection, so that the attention
+                # is not lost in its residual.
+                module.query_decay.weight *= 50.0
+                module.query_decay.bias.copy_(draw(module.query_decay.bias.shape, std=0.5) - 3.0)
+                module.query.weight *= 4.0
+                module.query.bias.copy_(draw(module.query.bias.shape, std=1.0))
+                module.key.weight *= 4.0
+                module.proj.weight *= PROJ_GAIN
     return model
 
 
