@@ -259,7 +259,10 @@ class ReferenceTracer:
             self._instrument(member, index if len(models) > 1 else None)
 
     def _emit(self, name, tensor):
-        self.sink(name, dict(self.context), leading_squeezed(tensor.detach().cpu().numpy()))
+        # a copy: demucs may change a module's output in place after its hook ran
+        # (MultiWrap's decoder bands overlap-add into the previous band's output)
+        self.sink(name, dict(self.context),
+                  leading_squeezed(tensor.detach().cpu().numpy().copy()))
 
     def _instrument(self, model, model_index):
         from torch import nn

@@ -182,8 +182,9 @@ class HDemucsConfig:
         refused = []
         if not self.hybrid:
             refused.append("hybrid=False")
-        if self.multi_freqs:
-            refused.append(f"multi_freqs={self.multi_freqs}")
+        if self.multi_freqs and self.norm_starts < self.multi_freqs_depth:
+            # demucs itself asserts that a wrapped layer has no GroupNorm
+            refused.append(f"multi_freqs with norm_starts={self.norm_starts}")
         if self.wiener_iters != self.end_iters:
             refused.append(f"wiener_iters={self.wiener_iters} != end_iters={self.end_iters}")
         if not self.cac and self.wiener_iters != 0:

@@ -20,6 +20,7 @@ from ..errors import CheckpointError
 from ..kernels import spectral
 from ..layers.base import StateReader
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
+from ..layers.multiwrap import MultiWrapDecoder, MultiWrapEncoder
 from .config import HDemucsConfig
 from .htdemucs import HTDemucs, pad1d_reflect
 
@@ -50,7 +51,9 @@ def layer_plan(config: HDemucsConfig):
         if last_freq:
             chout_z = max(chout, chout_z)
             chout = chout_z
-        encoders.append(dict(common, dconv=bool(config.dconv_mode & 1), context=config.context_enc))
+        multi = bool(config.multi_freqs) and index < config.multi_freqs_depth
+        encoders.append(dict(common, dconv=bool(config.dconv_mode & 1), context=config.context_enc,
+                             multi=multi))
         if freq:
             tencoders.append(dict(common_t, dconv=bool(config.dconv_mode & 1),
                                   context=config.context_enc, empty=last_freq))
@@ -58,7 +61,8 @@ def layer_plan(config: HDemucsConfig):
             chin = config.audio_channels * len(config.sources)
             chin_z = chin * 2 if config.cac else chin
         decoders.insert(0, dict(common, chin=chout_z, dconv=bool(config.dconv_mode & 2),
-                                last=index == 0, context=config.context))
+                                last=index == 0, context=config.context, multi=multi,
+                                context_freq=not multi))
         if freq:
             tdecoders.insert(0, dict(common_t, chin=chout, dconv=bool(config.dconv_mode & 2),
                                      empty=last_freq, last=index == 0, context=config.context))
@@ -105,9 +109,14 @@ class HDemucs:
         self.source = origin  # the name the rest of the package still reads
         reader = StateReader(state, dtype, origin)
         encoders, tencoders, decoders, tdecoders, freq_emb_size = layer_plan(config)
-        self.encoder = [HEncLayer(f"encoder.{i}", reader, **kw) for i, kw in enumerate(encoders)]
+        ratios = config.multi_freqs
+        self.encoder = [
+            MultiWrapEncoder(f"encoder.{i}", reader, ratios, **kw) if kw.pop("multi")
+            else HEncLayer(f"encoder.{i}", reader, **kw) for i, kw in enumerate(encoders)]
         self.tencoder = [HEncLayer(f"tencoder.{i}", reader, **kw) for i, kw in enumerate(tencoders)]
-        self.decoder = [HDecLayer(f"decoder.{i}", reader, **kw) for i, kw in enumerate(decoders)]
+        self.decoder = [
+            MultiWrapDecoder(f"decoder.{i}", reader, ratios, **kw) if kw.pop("multi")
+            else HDecLayer(f"decoder.{i}", reader, **kw) for i, kw in enumerate(decoders)]
         self.tdecoder = [HDecLayer(f"tdecoder.{i}", reader, **kw) for i, kw in enumerate(tdecoders)]
         self.freq_emb = None
         if freq_emb_size is not None:
@@ -240,6 +249,7 @@ class HDemucs:
                 tdec = self.tdecoder[idx - offset]
                 length_t = lengths_t.pop(-1)
                 if tdec.empty:
+                    # (a MultiWrap decoder gives no ``pre``; demucs never wraps this one)
                     if pre.shape[1] != 1:
                         raise ValueError(f"{tdec.name}: expected one frequency bin, got {pre.shape}")
                     xt, _ = tdec(np.ascontiguousarray(pre[:, 0]), None, length_t)

@@ -2,7 +2,8 @@
 
 The architectures of the published files (hdemucs_mmi's 75fc33f5; mdx's c511e2ab with the
 magnitude spectrogram, the MDX padding bug and no GroupNorm; mdx_extra's 5d2d6c55 with the
-magnitude spectrogram and GroupNorm) at 8 channels, with perturbed weights saved in float16
+magnitude spectrogram and GroupNorm; mdx's 7d865c68 with frequency bands, MultiWrap, in its
+two outer layers) at 8 channels, with perturbed weights saved in float16
 as the official files are; both sides load the same file. 5 s of audio put 215 steps into
 the BLSTMs of encoder 4, so demucs' 200-step windows with stride 100 are in play. Through
 apply_model: a small hdemucs_mmi on 20 s in 8 s segments (four chunks, the last one shorter:
@@ -19,7 +20,7 @@ from numba_demucs.debug import reference
 from ..conftest import snr_db
 
 SMALL = dict(channels=8, segment=8)
-ARCHITECTURES = ["hdemucs_mmi", "hdemucs_c511e2ab", "hdemucs_5d2d6c55"]
+ARCHITECTURES = ["hdemucs_mmi", "hdemucs_c511e2ab", "hdemucs_5d2d6c55", "hdemucs_7d865c68"]
 
 
 @pytest.fixture(scope="module", params=ARCHITECTURES)
