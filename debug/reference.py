@@ -294,7 +294,11 @@ class ReferenceTracer:
             self._emit("output.sources", output)
 
         self._handles.append(model.register_forward_pre_hook(root_pre_hook))
-        self._handles.append(model.register_forward_hook(root_hook))
+        def plain_root_hook(_module, _inputs, output):
+            self._emit("output.sources", output)
+
+        self._handles.append(model.register_forward_hook(
+            root_hook if hasattr(model, "tdecoder") else plain_root_hook))
         for name, module in model.named_modules():
             if not name or isinstance(module, nn.Dropout):
                 continue
@@ -305,6 +309,8 @@ class ReferenceTracer:
                 input_hook("crosstransformer.input.freq")))
             self._handles.append(transformer.layers_t[0].register_forward_pre_hook(
                 input_hook("crosstransformer.input.time")))
+        if not hasattr(model, "tdecoder"):
+            return  # time-domain Demucs: module points, the input and the output only
         last_tdecoder = model.tdecoder[-1]
 
         def keep_time_output(_module, _inputs, output):

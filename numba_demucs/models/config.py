@@ -195,3 +195,52 @@ class HDemucsConfig:
         if refused:
             raise UnsupportedModelError(
                 f"{source}: HDemucs({', '.join(refused)}) is not supported")
+
+
+@dataclasses.dataclass
+class DemucsConfig:
+    """Every argument of ``demucs.demucs.Demucs.__init__`` (demucs 4.1) with the same default."""
+
+    sources: list
+    audio_channels: int = 2
+    channels: int = 64
+    growth: float = 2.
+    depth: int = 6
+    rewrite: bool = True
+    lstm_layers: int = 0
+    kernel_size: int = 8
+    stride: int = 4
+    context: int = 1
+    gelu: bool = True
+    glu: bool = True
+    norm_starts: int = 4
+    norm_groups: int = 4
+    dconv_mode: int = 1
+    dconv_depth: int = 2
+    dconv_comp: int = 4
+    dconv_attn: int = 4
+    dconv_lstm: int = 4
+    dconv_init: float = 1e-4
+    normalize: bool = True
+    resample: bool = True
+    rescale: float = 0.1
+    samplerate: int = 44100
+    segment: float | Fraction = 4 * 10
+
+    @classmethod
+    def from_arguments(cls, args, kwargs, source="checkpoint"):
+        return bind_arguments(cls, "Demucs", args, kwargs, source)
+
+    def check_supported(self, source="Demucs"):
+        """Refuse arguments whose computation we do not implement, naming them (no
+        published file uses any of them)."""
+        refused = []
+        if self.lstm_layers:
+            refused.append(f"lstm_layers={self.lstm_layers}")
+        if not self.gelu:
+            refused.append("gelu=False")
+        if not self.glu:
+            refused.append("glu=False")
+        if refused:
+            raise UnsupportedModelError(
+                f"{source}: Demucs({', '.join(refused)}) is not supported")
