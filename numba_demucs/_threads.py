@@ -100,13 +100,3 @@ def release_free_memory():
 _libc_handle = None
 _heap_tuned = False
 _arena_shared = False
-
-
-def set_blas_threads(count: int):
-    """Let NumPy's BLAS use ``count`` threads from now on, inside a ``blas_threads`` block
-    (whose exit restores what it found). Call it from the main thread: OpenBLAS ignores
-    ``openblas_set_num_threads`` from other threads (measured), though the setting made
-    here applies to the GEMMs every thread starts afterwards."""
-    from threadpoolctl import threadpool_limits
-
-    threadpool_limits(limits=count, user_api="blas")

@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import io
 import json
 import pickle
+import pickletools
+import re
 import zipfile
+import zlib
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -76,13 +80,37 @@ class _StorageType:
     dtype: Any
 
 
+# Caps on what a checkpoint's pickle may make us allocate or compute before its data is
+# read: far above the largest official file (a 170 MB demucs v3 model), far below harm.
+MAX_PICKLE_BYTES = 64 << 20
+MAX_MEMO_INDEX = 1 << 20
+MAX_TENSOR_BYTES = 4 << 30
+_FRACTION_TEXT = re.compile(r"-?[0-9]{1,30}(/[0-9]{1,30})?")
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < (1 << 48)
+
+
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    if not size:
-        return storage[storage_offset: storage_offset + 1].reshape(()).copy()
+    """torch's ``_rebuild_tensor_v2``: a copy of the strided view, every index checked
+    against the storage first (the pickle's numbers are not trusted)."""
+    if not isinstance(storage, np.ndarray):
+        raise CheckpointError(f"a tensor's storage is {type(storage).__name__}, not tensor data")
+    if not (isinstance(size, tuple) and isinstance(stride, tuple) and len(size) == len(stride)
+            and _is_index(storage_offset) and all(map(_is_index, size + stride))):
+        raise CheckpointError(f"invalid tensor geometry: offset {storage_offset!r}, "
+                              f"size {size!r}, stride {stride!r}")
+    if 0 in size:
+        return np.zeros(size, dtype=storage.dtype)
+    last = storage_offset + sum((n - 1) * step for n, step in zip(size, stride))
+    if last >= storage.size:
+        raise CheckpointError(
+            f"a tensor of size {size} with strides {stride} from offset {storage_offset} reads "
+            f"element {last} of a storage holding {storage.size}")
     itemsize = storage.dtype.itemsize
     view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride)
-    )
+        storage[storage_offset:], shape=size, strides=tuple(step * itemsize for step in stride))
     return np.array(view)
 
 
@@ -90,12 +118,66 @@ def _rebuild_parameter(data, *_ignored):
     return data
 
 
+def _fraction(*args):
+    """``Fraction(text)`` or ``Fraction(numerator, denominator)``, as Fraction pickles
+    itself, for bounded values only (no exponent that takes hours to expand, no zero
+    denominator)."""
+    if len(args) == 1 and isinstance(args[0], str) and _FRACTION_TEXT.fullmatch(args[0]):
+        numerator, _, denominator = args[0].partition("/")
+        args = (int(numerator), int(denominator or 1))
+    if not (len(args) == 2 and all(isinstance(v, int) and not isinstance(v, bool)
+                                   and abs(v) < (1 << 64) for v in args) and args[1] != 0):
+        raise CheckpointError(f"invalid fraction {str(args)[:60]} in the pickle")
+    return Fraction(*args)
+
+
+def _ordered_dict(*args):
+    if args:
+        raise CheckpointError("an OrderedDict in the pickle is built with arguments")
+    return collections.OrderedDict()
+
+
+class _Inert:
+    """What the pickle gets in place of an allowed class or function: callable, but with no
+    state a file could change (BUILD on it is refused)."""
+
+    __slots__ = ("_name", "_function")
+
+    def __init__(self, name, function):
+        object.__setattr__(self, "_name", name)
+        object.__setattr__(self, "_function", function)
+
+    def __call__(self, *args):
+        return self._function(*args)
+
+    def __setattr__(self, key, value):
+        raise UnsafeCheckpointError(f"the pickle tries to set {key!r} on {self._name}")
+
+    def __setstate__(self, state):
+        raise UnsafeCheckpointError(f"the pickle tries to change {self._name}")
+
+    def __repr__(self):
+        return self._name
+
+
+def _scan_pickle(data: bytes) -> None:
+    """Refuse, before unpickling, a pickle whose opcodes ask for an absurd memo."""
+    if len(data) > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"the pickle is {len(data)} bytes (at most {MAX_PICKLE_BYTES})")
+    try:
+        for opcode, argument, _ in pickletools.genops(data):
+            if "PUT" in opcode.name and isinstance(argument, int) and argument > MAX_MEMO_INDEX:
+                raise CheckpointError(f"the pickle's memo index {argument} is out of range")
+    except (ValueError, UnicodeDecodeError):
+        pass  # malformed further on: the unpickler stops there and says what it found
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickler for torch.save zips that resolves only an allow list of globals."""
 
     _ALLOWED = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("fractions", "Fraction"): Fraction,
+        ("collections", "OrderedDict"): _ordered_dict,
+        ("fractions", "Fraction"): _fraction,
         ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
         ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
         ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
@@ -112,7 +194,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         allowed = self._ALLOWED.get((module, name))
         if allowed is not None:
-            return allowed
+            return _Inert(f"{module}.{name}", allowed)
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         qualified = f"{module}.{name}"
@@ -129,18 +211,32 @@ class _RestrictedUnpickler(pickle.Unpickler):
         _, storage_type, key, _location, numel = pid
         if not isinstance(storage_type, _StorageType):
             raise CheckpointError(f"{self._path}: unsupported storage type {storage_type!r}")
+        if not _is_index(numel):
+            raise CheckpointError(f"{self._path}: invalid storage size {numel!r}")
         key = str(key)
-        if key not in self._storages:
-            name = f"{self._prefix}/data/{key}"
-            try:
-                raw = self._archive.read(name)
-            except KeyError:
-                raise CheckpointError(f"{self._path}: tensor data {name} is missing") from None
-            dtype = np.dtype(storage_type.dtype).newbyteorder(self._byteorder)
-            if len(raw) < numel * dtype.itemsize:
-                raise CheckpointError(f"{self._path}: tensor data {name} is truncated")
-            self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(
-                np.dtype(storage_type.dtype).newbyteorder("="))
+        if key in self._storages:
+            if self._storages[key].size != numel:
+                raise CheckpointError(f"{self._path}: storage {key} is given two sizes")
+            return self._storages[key]
+        name = f"{self._prefix}/data/{key}"
+        dtype = np.dtype(storage_type.dtype).newbyteorder(self._byteorder)
+        wanted = numel * dtype.itemsize
+        try:
+            info = self._archive.getinfo(name)
+        except KeyError:
+            raise CheckpointError(f"{self._path}: tensor data {name} is missing") from None
+        if info.compress_type != zipfile.ZIP_STORED and wanted > 64 * info.compress_size + (1 << 20):
+            raise CheckpointError(f"{self._path}: tensor data {name} would inflate from "
+                                  f"{info.compress_size} to {wanted} bytes; refusing it")
+        if wanted > MAX_TENSOR_BYTES or info.file_size < wanted:
+            raise CheckpointError(f"{self._path}: tensor data {name} is truncated or too large: "
+                                  f"it holds {info.file_size} bytes, its tensor needs {wanted}")
+        with self._archive.open(info) as member:
+            raw = member.read(wanted)  # never inflate past what the tensor needs
+        if len(raw) < wanted:
+            raise CheckpointError(f"{self._path}: tensor data {name} is truncated")
+        self._storages[key] = np.frombuffer(raw, dtype=dtype, count=numel).astype(
+            np.dtype(storage_type.dtype).newbyteorder("="))
         return self._storages[key]
 
 
@@ -158,7 +254,9 @@ def read_th(path) -> ModelPackage:
     path = _open_checked(path)
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError) as error:
+        if not isinstance(error, zipfile.BadZipFile):
+            raise CheckpointError(f"{path}: cannot be read as a zip archive ({error})") from None
         with open(path, "rb") as handle:
             head = handle.read(2)
         if head[:1] == b"\x80":
@@ -167,23 +265,39 @@ def read_th(path) -> ModelPackage:
                 "re-save it with a recent torch") from None
         raise CheckpointError(f"{path}: not a torch checkpoint (not a zip archive, or truncated)") from None
     with archive:
-        pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
-        if len(pickles) != 1:
-            raise CheckpointError(f"{path}: no data.pkl in the archive; not a torch checkpoint")
-        prefix = pickles[0][: -len("/data.pkl")]
         try:
-            byteorder = archive.read(f"{prefix}/byteorder").decode().strip()
-        except KeyError:
-            byteorder = "little"
-        try:
-            with archive.open(pickles[0]) as handle:
-                package = _RestrictedUnpickler(handle, archive, prefix, byteorder, path).load()
-        except (CheckpointError, UnsupportedModelError):
-            raise
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, TypeError,
-                AttributeError, IndexError, KeyError, OSError) as error:
+            package = _unpickle_archive(archive, path)
+        except (CheckpointError, UnsupportedModelError) as error:
+            message = str(error)
+            if not message.startswith(str(path)):
+                message = f"{path}: {message}"
+            raise type(error)(message) from None
+        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, zlib.error, ValueError,
+                TypeError, AttributeError, IndexError, KeyError, OSError, RecursionError,
+                MemoryError, NotImplementedError) as error:
             raise CheckpointError(f"{path}: corrupted checkpoint ({error})") from None
     return _package_from_dict(package, path)
+
+
+def _unpickle_archive(archive: zipfile.ZipFile, path: Path):
+    pickles = [n for n in archive.namelist() if n.endswith("/data.pkl")]
+    if len(pickles) != 1:
+        raise CheckpointError(f"{path}: no data.pkl in the archive; not a torch checkpoint")
+    prefix = pickles[0][: -len("/data.pkl")]
+    try:
+        byteorder = archive.read(f"{prefix}/byteorder").decode("ascii", "replace").strip()
+    except KeyError:
+        byteorder = "little"
+    if byteorder not in ("little", "big"):
+        raise CheckpointError(f"{path}: byte order {byteorder[:20]!r} is neither little nor big")
+    info = archive.getinfo(pickles[0])
+    if info.file_size > MAX_PICKLE_BYTES:
+        raise CheckpointError(f"{path}: the pickle is {info.file_size} bytes "
+                              f"(at most {MAX_PICKLE_BYTES})")
+    with archive.open(info) as handle:
+        data = handle.read(MAX_PICKLE_BYTES + 1)
+    _scan_pickle(data)
+    return _RestrictedUnpickler(io.BytesIO(data), archive, prefix, byteorder, path).load()
 
 
 def _package_from_dict(package, path: Path) -> ModelPackage:
@@ -200,8 +314,8 @@ def _package_from_dict(package, path: Path) -> ModelPackage:
         raise UnsupportedModelError(
             f"{path}: quantized (diffq) checkpoints are not supported")
     for key, value in state.items():
-        if not isinstance(value, np.ndarray):
-            raise CheckpointError(f"{path}: state entry {key} is not a tensor")
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            raise CheckpointError(f"{path}: state entry {key} is not a numeric tensor")
     return ModelPackage(klass.qualified_name, tuple(package["args"]), dict(package["kwargs"]),
                         dict(state), path)
 

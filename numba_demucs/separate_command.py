@@ -98,18 +98,15 @@ class _Progress:
             else:
                 print(message, flush=True)
 
-    def track(self, label: str, passes: int):
-        return _TrackProgress(self, label, passes)
+    def track(self, label: str):
+        return _TrackProgress(self, label)
 
 
 class _TrackProgress:
-    def __init__(self, owner: _Progress, label: str, passes: int):
+    def __init__(self, owner: _Progress, label: str):
         self.owner = owner
         self.label = label
-        self.passes = passes
-        self.done_passes = 0
         self.finished = 0
-        self.last_fraction = -1.0
         self.last_line = 0.0
 
     def __enter__(self):
@@ -122,7 +119,7 @@ class _TrackProgress:
                                 TimeRemainingColumn(), transient=False)
             self.bar.start()
             self.owner._bar = self.bar
-            self.task = self.bar.add_task(self.label, total=float(self.passes), segments="")
+            self.task = self.bar.add_task(self.label, total=1.0, segments="")
         return self
 
     def __exit__(self, *exc):
@@ -132,24 +129,14 @@ class _TrackProgress:
         return False
 
     def __call__(self, event: dict) -> None:
-        if "segments_total" in event:  # --stream interleaves passes; it counts for us
-            self.finished += 1
-            total = event["segments_total"]
-            self._show(self.finished / total, f"segment {self.finished}/{total}")
-            return
-        segments = event["segments"]
-        # Segments of a pass may finish out of order in threads: count the finished ones.
+        # one event per model call; the total counts the calls of every pass
         self.finished += 1
-        if self.finished == segments:
-            self.done_passes, self.finished = self.done_passes + 1, 0
-        fraction = (self.done_passes + self.finished / segments) / self.passes
-        text = (f"pass {min(self.done_passes + 1, self.passes)}/{self.passes} "
-                f"segment {self.finished or segments}/{segments}")
-        self._show(fraction, text)
+        total = event["segments_total"]
+        self._show(self.finished / total, f"segment {self.finished}/{total}")
 
     def _show(self, fraction: float, text: str) -> None:
         if self.owner.live:
-            self.bar.update(self.task, completed=fraction * self.passes, segments=text)
+            self.bar.update(self.task, completed=fraction, segments=text)
         elif not self.owner.quiet:
             now = time.monotonic()
             if fraction >= 1.0 or now - self.last_line >= 5.0:
@@ -159,7 +146,8 @@ class _TrackProgress:
 
 def run(args) -> int:
     from . import audio
-    from .separator import Separator, check_filename_template
+    from .outputs import StemOutput
+    from .separator import Separator
 
     if args.list_models:
         return _list_models(args.repo)
@@ -169,19 +157,21 @@ def run(args) -> int:
         raise NumbaDemucsError(f"--shifts must be >= 0, got {args.shifts}")
     if not 0 <= args.overlap < 1:
         raise NumbaDemucsError(f"--overlap must be in [0, 1), got {args.overlap}")
-    check_filename_template(args.filename)
+    output_format = "mp3" if args.mp3 else "flac" if args.flac else "wav"
+    if args.float32 and output_format != "wav":
+        raise NumbaDemucsError("--float32 applies to wav output only")
+    output = StemOutput(filename=args.filename, two_stems=args.stem,
+                        other_method=args.other_method, format=output_format,
+                        bits=24 if args.int24 else 16, as_float=args.float32,
+                        bitrate=args.mp3_bitrate, clip_mode=args.clip_mode,
+                        samplerate=args.samplerate)
     progress = _Progress(args.quiet)
     model = args.checkpoint if args.checkpoint is not None else (args.name or "htdemucs")
     separator = Separator(model, args.repo, shifts=args.shifts, overlap=args.overlap,
                           split=args.split, segment=args.segment, jobs=args.jobs,
                           seed=args.seed, resampler=args.resampler,
                           progress=not args.quiet)
-    if args.stem is not None and args.stem not in separator.sources:
-        raise NumbaDemucsError(f"--two-stems {args.stem}: model {separator.name} has no such "
-                               f"stem; choose one of {', '.join(separator.sources)}")
-    output_format = "mp3" if args.mp3 else "flac" if args.flac else "wav"
-    if args.float32 and output_format != "wav":
-        raise NumbaDemucsError("--float32 applies to wav output only")
+    output.check_model(separator.sources, separator.name)
     folder = args.out / separator.name
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -197,14 +187,9 @@ def run(args) -> int:
             if details.channels > separator.audio_channels:
                 progress.say(f"{track}: {details.channels} channels; as demucs does, only the "
                              f"first {separator.audio_channels} are separated")
-            with progress.track(f"{track.name} ({separator.name})", separator.passes) as bar:
-                separator.separate_file(
-                    track, args.out, filename=args.filename, two_stems=args.stem,
-                    other_method=args.other_method, format=output_format,
-                    bits=24 if args.int24 else 16, as_float=args.float32,
-                    bitrate=args.mp3_bitrate,
-                    clip_mode=args.clip_mode, samplerate=args.samplerate, stream=args.stream,
-                    callback=bar)
+            with progress.track(f"{track.name} ({separator.name})") as bar:
+                separator.separate_file(track, args.out, output, stream=args.stream,
+                                        callback=bar)
         except NumbaDemucsError as error:
             print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)
             failed.append(track)

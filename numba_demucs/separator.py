@@ -15,7 +15,6 @@ input's layout: its channel count (a mono mix gives mono stems) and its sample r
 from __future__ import annotations
 
 import re
-import string
 from pathlib import Path
 from typing import Callable
 
@@ -25,9 +24,10 @@ from . import audio
 from .apply import apply_model
 from .errors import AudioError, NumbaDemucsError
 from .models.bag import BagOfModels
+from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
+from .standardise import Standardisation
 
 _SIGNED_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}")
-_TEMPLATE_FIELDS = {"track", "trackext", "stem", "ext"}
 
 
 def _load(model, repo, dtype, progress):
@@ -43,17 +43,6 @@ def _load(model, repo, dtype, progress):
         name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
         return pretrained.load_checkpoint(path, dtype=dtype), name
     return pretrained.get_model(text, repo=repo, dtype=dtype, progress=progress), text
-
-
-def check_filename_template(template: str) -> str:
-    """Refuse a ``--filename`` template with fields demucs does not define, before any work."""
-    fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
-    unknown = fields - _TEMPLATE_FIELDS
-    if unknown:
-        raise NumbaDemucsError(
-            f"--filename {template!r}: unknown field(s) {', '.join(sorted(unknown))}; "
-            "use {track}, {trackext}, {stem} and {ext}")
-    return template
 
 
 class Separator:
@@ -112,27 +101,20 @@ class Separator:
     def separate_model_rate(self, wav: np.ndarray, callback=None) -> np.ndarray:
         """``(sources, channels, samples)`` for a mix already at the model's rate and channels.
 
-        The normalisation is demucs': mean and (unbiased) standard deviation of the mono
-        downmix, plus 1e-8. A silent mix gives silent stems without running the model.
+        The normalisation is demucs' (``standardise.py``). A silent mix gives silent stems
+        without running the model.
         """
         wav = np.ascontiguousarray(wav, dtype=np.float32)
-        if not wav.any():
+        standard = Standardisation.of_blocks([wav])
+        if standard.silent:
             return np.zeros((len(self.sources),) + wav.shape, dtype=np.float32)
-        downmix = wav.mean(axis=0, dtype=np.float64)
-        mean = np.float32(downmix.mean())
-        spread = downmix.std(ddof=1) if downmix.size > 1 else 0.0
-        std = np.float32(spread) + np.float32(1e-8)
-        # In place where possible: on a long track every full-length copy is hundreds of MB.
-        normalised = wav - mean
-        normalised /= std
+        normalised = standard.apply(wav.copy())
         out = apply_model(self.model, normalised[None], shifts=self.shifts,
                           split=self.split, overlap=self.overlap, segment=self.segment,
                           seed=self.seed, jobs=self.jobs,
                           callback=callback or self.callback)[0]
         del normalised
-        out *= std
-        out += mean
-        return out
+        return standard.undo(out)
 
     def separate_array(self, mix: np.ndarray, samplerate: int | None = None, *,
                        output_samplerate: int | None = None,
@@ -168,61 +150,44 @@ class Separator:
             stems = audio.fit_length(stems, mix.shape[1])
         return stems
 
-    def separate_file(self, path, out="separated", *, filename: str = "{track}/{stem}.{ext}",
-                      two_stems: str | None = None, other_method: str = "add",
-                      format: str = "wav", bits: int = 16, as_float: bool = False,
-                      bitrate: int = 320, clip_mode: str = "rescale",
-                      samplerate: int | None = None, stream: bool = False,
-                      callback=None) -> dict[str, Path]:
+    def separate_file(self, path, out="separated", output: StemOutput | None = None, *,
+                      stream: bool = False, callback=None, **options) -> dict[str, Path]:
         """Separate the audio file ``path`` and write its stems; returns ``{stem: path}``.
 
-        Files go to ``out/<model name>/<filename>`` as in demucs. ``two_stems="vocals"``
-        writes ``vocals`` and, with ``other_method="add"``, ``no_vocals`` (the sum of the other
+        Files go to ``out/<model name>/<filename>`` as in demucs. ``output`` (or the same
+        fields as keywords: filename, two_stems, other_method, format, bits, as_float,
+        bitrate, clip_mode, samplerate) says what is written: ``two_stems="vocals"`` writes
+        ``vocals`` and, with ``other_method="add"``, ``no_vocals`` (the sum of the other
         stems) or, with ``"minus"``, ``minus_vocals`` (the mix minus vocals), as demucs 4.1.
+        ``stream=True`` separates block by block in bounded memory (``stream.py``).
         """
-        if format not in audio.OUTPUT_FORMATS:
-            raise NumbaDemucsError(f"unknown output format {format!r}; choose wav, flac or mp3")
-        if two_stems is not None and two_stems not in self.sources:
-            raise NumbaDemucsError(f"--two-stems {two_stems}: model {self.name} has no such "
-                                   f"stem; choose one of {', '.join(self.sources)}")
-        if other_method not in ("add", "minus", "none"):
-            raise NumbaDemucsError(f"unknown --other-method {other_method!r}")
-        check_filename_template(filename)
+        if output is None:
+            output = StemOutput(**options)
+        elif options:
+            raise NumbaDemucsError("give the output options either as `output` or as keywords")
+        output.check_model(self.sources, self.name)
         path = Path(path)
         if stream:
             if self.resampler != "sinc":
                 raise NumbaDemucsError("--stream resamples with the sinc resampler only")
             from . import stream as streaming
 
-            return streaming.separate_file(
-                self, path, out, filename=filename, two_stems=two_stems,
-                other_method=other_method, format=format, bits=bits, as_float=as_float,
-                bitrate=bitrate, clip_mode=clip_mode, samplerate=samplerate, callback=callback)
+            return streaming.separate_file(self, path, out, output, callback=callback)
         mix, rate = audio.read(path)
-        output_rate = samplerate or rate
-        stems = self.separate_array(mix, rate, output_samplerate=output_rate,
-                                    callback=callback)
-        if two_stems is not None:
-            chosen = stems.pop(two_stems)
-            selected = {two_stems: chosen}
-            if other_method == "add":
-                selected["no_" + two_stems] = sum(stems.values())
-            elif other_method == "minus":
-                origin = audio.to_channels(mix, chosen.shape[0])
-                if output_rate != rate:
-                    origin = audio.fit_length(audio.resample(origin, rate, output_rate,
-                                                             self.resampler), chosen.shape[-1])
-                selected["minus_" + two_stems] = origin - chosen
-            stems = selected
-        track, extension = audio.track_name(path)
-        folder = Path(out) / self.name
-        written = {}
-        for stem, data in stems.items():
-            target = folder / filename.format(track=track, trackext=extension, stem=stem,
-                                              ext=format)
-            written[stem] = audio.write(target, audio.prevent_clip(data, clip_mode), output_rate,
-                                        bits=bits, as_float=as_float, bitrate=bitrate)
-        return written
+        output_rate = output.samplerate or rate
+        by_name = self.separate_array(mix, rate, output_samplerate=output_rate,
+                                      callback=callback)
+        stems = output.select(by_name)
+        if output.minus_name is not None:
+            chosen = stems[output.two_stems]
+            origin = audio.to_channels(mix, chosen.shape[0])
+            if output_rate != rate:
+                origin = audio.fit_length(audio.resample(origin, rate, output_rate,
+                                                         self.resampler), chosen.shape[-1])
+            stems[output.minus_name] = origin - chosen
+        targets = output.targets(out, self.name, path, self.sources)
+        return {stem: output.write(targets[stem], data, output_rate)
+                for stem, data in stems.items()}
 
 
 def separate_file(path, model="htdemucs", out="separated", *, repo=None, **options):

@@ -83,7 +83,7 @@ def _layer_plan(config: HTDemucsConfig):
 class HTDemucs:
     """Inference-only HTDemucs with numpy weights in ``dtype`` (float32 or float64)."""
 
-    # apply_model given a segment pads every chunk to that many seconds (demucs.apply)
+    # demucs.apply pads a chunk to the requested segment, not to valid_length, for HTDemucs
     segment_fixes_input_length = True
 
     def __init__(self, config: HTDemucsConfig, state: dict, dtype=np.float32, source="HTDemucs"):
@@ -145,6 +145,13 @@ class HTDemucs:
         """(PyTorch state-dict key, array) for every weight; arrays are live, edit in place."""
         for layer in self.layers():
             yield from layer.parameters()
+
+    def draw_randomness(self, rng) -> int:
+        """The draw demucs' transformer makes on every forward, ``randrange(shift + 1)``:
+        the offset of the time branch's positional embedding (0 for the official models)."""
+        if self.crosstransformer is None:
+            return 0
+        return rng.randrange(self.crosstransformer.sin_random_shift + 1)
 
     def valid_length(self, length: int) -> int:
         if not self.config.use_train_segment:
