@@ -104,7 +104,7 @@ def test_report_reads_museval_json_and_writes_csv_and_plot(scored, tmp_path, cap
         scores = report.read_track(file)
         store = museval.TrackStore(track_name=file.stem)
         for target, metrics in scores.items():
-            store.add_target(target, {m: list(v) for m, v in metrics.items()})
+            store.add_target(target, {m: list(metrics[m]) for m in report.METRICS})
         (museval_dir / "test" / file.name).write_text(store.json)
     table, plot_file = tmp_path / "table.csv", tmp_path / "box.png"
     assert cli.main(["eval", "report", str(scored), "--compare", str(museval_dir),
