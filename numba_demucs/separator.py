@@ -24,7 +24,6 @@ from . import audio
 from .apply import apply_model
 from .errors import AudioError, NumbaDemucsError
 from .loading import load_file, load_named
-from .models.bag import BagOfModels
 from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
 from .standardise import Standardisation
 
@@ -103,14 +102,6 @@ class Separator:
     @property
     def sources(self) -> list[str]:
         return list(self.model.sources)
-
-    @property
-    def passes(self) -> int:
-        """How many times the whole track goes through a model (progress reporting)."""
-        if self.whole_track:
-            return 1
-        members = len(self.model.models) if isinstance(self.model, BagOfModels) else 1
-        return members * max(self.shifts, 1)
 
     def separate_model_rate(self, wav: np.ndarray, callback=None) -> np.ndarray:
         """``(sources, channels, samples)`` for a mix already at the model's rate and channels.
