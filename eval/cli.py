@@ -1,7 +1,6 @@
 """`numba-demucs eval musdb|bsseval|report`: scoring separations the way museval does."""
 from __future__ import annotations
 
-import math
 import os
 import sys
 from pathlib import Path
@@ -91,12 +90,13 @@ def run_musdb(args) -> int:
                          dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
     print(summary.line(args.output), file=sys.stderr)
     from . import report
+    from .tables import print_tables
 
     failed = {failure.track.name for failure in summary.failed}
     results = {track.name: report.read_track(runner.result_path(args.output, track))
                for track in tracks if track.name not in failed}
     if results:
-        _print_aggregate({Path(args.output).name: results})
+        print_tables({Path(args.output).name: results})
     return 2 if summary.failed else 0
 
 
@@ -105,7 +105,9 @@ def run_bsseval(args) -> int:
 
     from . import musdb, runner
     from .bsseval import bss_eval
-    from .report import read_track
+    from .report import document_scores, read_track
+    from .tables import print_tables
+    from .whole_track import track_metrics
 
     reference = Path(args.reference)
     if not reference.is_dir():
@@ -126,24 +128,25 @@ def run_bsseval(args) -> int:
     estimates = runner.load_estimates(args.estimates, names, references, rate)
     sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=args.window,
                                   hop=args.hop)
-    document = runner.scores_document(names, sdr, isr, sir, sar, args.window, args.hop)
+    document = runner.scores_document(names, sdr, isr, sir, sar, args.window, args.hop,
+                                      track_metrics(references, estimates))
     if args.output:
         runner.write_json_atomically(args.output, document)
         scores = read_track(args.output)
     else:
-        scores = {t["name"]: {m: np.array([f["metrics"][m] for f in t["frames"]], dtype=float)
-                              for m in runner.METRICS} for t in document["targets"]}
-    _print_aggregate({reference.name: {reference.name: scores}}, per_track=False)
+        scores = document_scores(document)
+    print_tables({reference.name: {reference.name: scores}}, per_track=False)
     return 0
 
 
 def run_report(args) -> int:
     from . import report
+    from .tables import print_tables
 
     paths = [args.results, *args.compare]
     names = report.method_names(paths)
     methods = {name: report.read_results(path) for name, path in zip(names, paths)}
-    _print_aggregate(methods)
+    print_tables(methods)
     if args.csv:
         try:
             report.write_csv(args.csv, methods)
@@ -152,66 +155,6 @@ def run_report(args) -> int:
     if args.plot:
         report.plot(args.plot, methods)
     return 0
-
-
-def _format(value: float) -> str:
-    return "nan" if math.isnan(value) else f"{value:.3f}"
-
-
-def _print_aggregate(methods, per_track=True) -> None:
-    """Rich tables: per track and source (methods side by side), then the aggregate."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from .report import METRICS, aggregate, track_medians
-
-    console = Console()
-    if not console.is_terminal:  # piped to a file: do not squeeze the table into 80 columns
-        console = Console(width=250)
-    medians = {name: track_medians(results) for name, results in methods.items()}
-    if per_track:
-        table = Table(title="Median over frames, per track (dB)")
-        table.add_column("track", no_wrap=True)
-        table.add_column("source", no_wrap=True)
-        for name in methods:
-            for metric in METRICS:
-                table.add_column(f"{name}\n{metric}", justify="right")
-        tracks = sorted({t for per_method in medians.values() for t in per_method})
-        for track in tracks:
-            targets = []
-            for per_method in medians.values():
-                targets.extend(t for t in per_method.get(track, {}) if t not in targets)
-            for target in targets:
-                row = [track, target]
-                for per_method in medians.values():
-                    scores = per_method.get(track, {}).get(target)
-                    row.extend(_format(scores[m]) if scores else "-" for m in METRICS)
-                table.add_row(*row)
-        console.print(table)
-    table = Table(title="SiSEC aggregate: median over frames, then over tracks (dB)"
-                  if per_track else "Median over frames (dB)")
-    table.add_column("source")
-    for name in methods:
-        for metric in METRICS:
-            table.add_column(f"{name}\n{metric}", justify="right")
-    aggregates = {name: aggregate(results) for name, results in methods.items()}
-    targets = []
-    for per_method in aggregates.values():
-        targets.extend(t for t in per_method if t not in targets)
-    for target in targets:
-        row = [target]
-        for per_method in aggregates.values():
-            scores = per_method.get(target)
-            row.extend(_format(scores[m]) if scores else "-" for m in METRICS)
-        table.add_row(*row)
-    if per_track and len(targets) > 1:
-        # Demucs and most papers quote this: the mean over sources of the aggregate.
-        row = ["mean of sources"]
-        for per_method in aggregates.values():
-            row.extend(_format(sum(per_method[t][m] for t in per_method) / len(per_method))
-                       for m in METRICS)
-        table.add_row(*row, style="bold")
-    console.print(table)
 
 
 def main(argv=None) -> int:

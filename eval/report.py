@@ -1,8 +1,11 @@
-"""Reading per-track results (ours or museval's) and the SiSEC aggregate.
+"""Reading per-track results (ours or museval's) and aggregating them two ways.
 
-SiSEC 2018 / museval aggregation: the median over a track's frames (NaN frames ignored,
-as pandas' ``median`` does in ``EvalStore.agg_frames_scores``), then the median of those
-per-track values over tracks, per source and metric.
+* SiSEC 2018 / museval (``aggregate``): the median over a track's frames (NaN frames
+  ignored, as pandas' ``median`` does in ``EvalStore.agg_frames_scores``), then the median
+  of those per-track values over tracks, per source and metric (SDR, SIR, ISR, SAR).
+* MDX 2021 (``mdx_aggregate``): the whole-track uSDR (and SI-SDR) of every track, then the
+  mean over tracks, per source. Only our files carry these (``track`` of each target);
+  museval's own files have frames only.
 """
 from __future__ import annotations
 
@@ -16,6 +19,29 @@ import numpy as np
 from numba_demucs.errors import EvaluationError
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
+"""Framewise BSS Eval metrics, aggregated the SiSEC way."""
+TRACK_METRICS = ("uSDR", "SI-SDR")
+"""Whole-track metrics, aggregated the MDX way."""
+
+
+MEAN_TARGETS = ("vocals", "drums", "bass", "other")
+"""The targets "mean of sources" averages, as SiSEC 2018 and the Demucs papers report it.
+
+An ``accompaniment`` target (museval scores one when such an estimate is given) is left out:
+counting it would raise a typical submission's mean by more than a dB.
+"""
+
+MEAN_LABEL = "mean of " + ", ".join(MEAN_TARGETS)
+
+
+def mean_of_sources(per_target) -> dict:
+    """``{metric: mean over MEAN_TARGETS}`` of ``{target: {metric: value}}``; NaN where a
+    method lacks one of the four (a mean over fewer would not be the published number)."""
+    metrics = list(next(iter(per_target.values()), {}))
+    if not all(target in per_target for target in MEAN_TARGETS):
+        return {metric: math.nan for metric in metrics}
+    return {metric: float(np.mean([per_target[t][metric] for t in MEAN_TARGETS]))
+            for metric in metrics}
 
 
 def _nanmedian(values) -> float:
@@ -37,26 +63,37 @@ def _as_float(value, path) -> float:
 
 
 def read_track(path) -> dict:
-    """``{target: {metric: frames array}}`` from one museval-format JSON file."""
+    """``{target: {metric: frames array or value}}`` from one museval-format JSON file."""
     path = Path(path)
     try:
         document = json.loads(path.read_text())
-        targets = document["targets"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EvaluationError(f"{path}: not a readable results file ({error})") from None
+    return document_scores(document, path)
+
+
+def document_scores(document, path="results") -> dict:
+    """``read_track`` of a document already in memory (``path`` names it in errors)."""
+    try:
         scores = {}
-        for target in targets:
+        for target in document["targets"]:
             frames = target["frames"]
             scores[target["name"]] = {
                 metric: np.array([_as_float(frame["metrics"][metric], path) for frame in frames])
                 for metric in METRICS}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise EvaluationError(f"{path}: not a readable results file ({error})") from None
-    except (KeyError, TypeError) as error:
+            for metric, value in (target.get("track") or {}).items():
+                if metric in TRACK_METRICS:
+                    scores[target["name"]][metric] = _as_float(value, path)
+    except (KeyError, TypeError, AttributeError) as error:
         raise EvaluationError(f"{path}: not museval-format results (missing {error})") from None
     return scores
 
 
 def read_results(path) -> dict:
-    """``{track: {target: {metric: frames}}}`` from a results folder (or one JSON file).
+    """``{track: {target: {metric: frames or value}}}`` from a results folder (or one file).
+
+    Frame metrics are arrays over frames; whole-track metrics (uSDR, SI-SDR), when the
+    file has them, plain floats.
 
     Every ``*.json`` below the folder counts, named by its file stem as museval does;
     museval's own output folder reads the same way.
@@ -79,8 +116,9 @@ def read_results(path) -> dict:
 
 
 def track_medians(results) -> dict:
-    """``{track: {target: {metric: median over frames}}}``."""
-    return {track: {target: {metric: _nanmedian(frames) for metric, frames in metrics.items()}
+    """``{track: {target: {metric: median over frames}}}``; whole-track metrics as they are."""
+    return {track: {target: {metric: _nanmedian(values) if metric in METRICS else values
+                             for metric, values in metrics.items()}
                     for target, metrics in targets.items()}
             for track, targets in results.items()}
 
@@ -98,6 +136,25 @@ def aggregate(results) -> dict:
             for target in targets}
 
 
+def mdx_aggregate(results) -> dict:
+    """``{target: {metric: mean over tracks}}`` of uSDR and SI-SDR (the MDX 2021 way).
+
+    NaN for a target when one of the tracks that have it lacks the metric (a museval-format
+    file): a mean over some of the tracks would not be comparable.
+    """
+    targets = []
+    for per_track in results.values():
+        targets.extend(t for t in per_track if t not in targets)
+    means = {}
+    for target in targets:
+        means[target] = {}
+        for metric in TRACK_METRICS:
+            values = [per_track[target].get(metric, math.nan)
+                      for per_track in results.values() if target in per_track]
+            means[target][metric] = float(np.mean(values))
+    return means
+
+
 def method_names(paths) -> list[str]:
     """Folder names as method names (museval's ``MethodStore`` uses the same), made unique."""
     names = []
@@ -109,19 +166,39 @@ def method_names(paths) -> list[str]:
     return names
 
 
+SISEC_STATISTIC = "SiSEC 2018: median over frames, then median over tracks"
+MDX_STATISTIC = "MDX 2021: whole track, then mean over tracks"
+
+
 def write_csv(path, methods) -> None:
-    """Per-track medians and the aggregate (track ``*``) of every method, one row each."""
+    """Every method's per-track values and both aggregates, one row per target.
+
+    Column ``statistic`` says what a row holds: ``track`` (median over frames of SDR, SIR,
+    ISR, SAR; the whole-track uSDR and SI-SDR), ``SISEC_STATISTIC`` (frame metrics only) or
+    ``MDX_STATISTIC`` (uSDR, SI-SDR only); aggregate rows have track ``*``, and a last row
+    per aggregate is the mean over vocals, drums, bass and other.
+    """
     import csv
+
+    columns = (*METRICS, *TRACK_METRICS)
+
+    def cells(values):
+        return [values.get(m, "") for m in columns]
 
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "track", "target", *METRICS])
+        writer.writerow(["method", "track", "target", "statistic", *columns])
         for name, results in methods.items():
             for track, targets in track_medians(results).items():
                 for target, metrics in targets.items():
-                    writer.writerow([name, track, target, *(metrics[m] for m in METRICS)])
-            for target, metrics in aggregate(results).items():
-                writer.writerow([name, "*", target, *(metrics[m] for m in METRICS)])
+                    writer.writerow([name, track, target, "track", *cells(metrics)])
+            for statistic, per_target in ((SISEC_STATISTIC, aggregate(results)),
+                                          (MDX_STATISTIC, mdx_aggregate(results))):
+                rows = dict(per_target)
+                if all(t in rows for t in MEAN_TARGETS):
+                    rows[MEAN_LABEL] = mean_of_sources(per_target)
+                for target, metrics in rows.items():
+                    writer.writerow([name, "*", target, statistic, *cells(metrics)])
 
 
 def per_track_frame(methods):
@@ -137,29 +214,41 @@ def per_track_frame(methods):
     for name, results in methods.items():
         for track, targets in track_medians(results).items():
             for target, metrics in targets.items():
-                for metric in METRICS:
-                    columns.setdefault((name, metric), {})[(track, target)] = metrics[metric]
+                for metric in (*METRICS, *TRACK_METRICS):
+                    if metric in metrics:
+                        columns.setdefault((name, metric), {})[(track, target)] = \
+                            metrics[metric]
     frame = pd.DataFrame(columns)
     frame.index.names = ["track", "target"]
     frame.columns.names = ["method", "metric"]
     return frame.sort_index(level="track", sort_remaining=False)
 
 
-def aggregate_frame(methods, mean_of_sources=True):
-    """The SiSEC aggregate per target, methods side by side, as a pandas DataFrame.
+def aggregate_frame(methods, mean_of_sources_row=True, protocol="SiSEC"):
+    """An aggregate per target, methods side by side, as a pandas DataFrame.
 
-    With ``mean_of_sources`` a last row holds the mean over the targets, the single number
-    Demucs and most papers quote.
+    ``protocol="SiSEC"``: SDR, SIR, ISR, SAR, median over frames then over tracks;
+    ``protocol="MDX"``: uSDR and SI-SDR, mean over tracks. With ``mean_of_sources_row`` a
+    last row (``MEAN_LABEL``) holds the mean over vocals, drums, bass and other, the single
+    number Demucs and most papers quote.
     """
     import pandas as pd
 
+    if protocol == "SiSEC":
+        function, metrics = aggregate, METRICS
+    elif protocol == "MDX":
+        function, metrics = mdx_aggregate, TRACK_METRICS
+    else:
+        raise ValueError(f"protocol must be 'SiSEC' or 'MDX', got {protocol!r}")
+    aggregates = {name: function(results) for name, results in methods.items()}
     frame = pd.DataFrame({(name, metric): {target: scores[metric]
-                                           for target, scores in aggregate(results).items()}
-                          for name, results in methods.items() for metric in METRICS})
+                                           for target, scores in per_target.items()}
+                          for name, per_target in aggregates.items() for metric in metrics})
     frame.index.name = "target"
     frame.columns.names = ["method", "metric"]
-    if mean_of_sources and len(frame) > 1:
-        frame.loc["mean of sources"] = frame.mean(axis=0)
+    if mean_of_sources_row:
+        frame.loc[MEAN_LABEL] = [mean_of_sources(aggregates[name])[metric]
+                                 for name, metric in frame.columns]
     return frame
 
 

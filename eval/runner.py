@@ -23,6 +23,7 @@ from numba_demucs._files import TEMPORARY_SUFFIX, atomic_write, writer_pid
 from numba_demucs.errors import EvaluationError
 
 from .bsseval import bss_eval
+from .whole_track import track_metrics
 from .musdb import (SOURCES, Track, load_mixture, load_stems, read_audio, stack_stems,
                     stem_location)
 
@@ -75,8 +76,26 @@ def _museval_number(value: float) -> float:
     return float(Decimal(float(value)).quantize(Decimal(".00001")))
 
 
-def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
-    """The per-track document museval's ``TrackStore`` writes (same keys, rounding, NaN)."""
+PROTOCOLS = {
+    "frames": "SDR, SIR, ISR, SAR: BSS Eval v4 images as museval.evaluate computes them "
+              "(512-tap filters fitted over the whole track), one value per frame; SiSEC 2018 "
+              "reports the median over frames, then the median over tracks ('cSDR')",
+    "uSDR": "MDX 2021 challenge SDR: 10 log10((sum s^2 + 1e-7) / (sum (s - e)^2 + 1e-7)) "
+            "over the whole track and all channels; the challenge reports the mean over tracks",
+    "SI-SDR": "scale-invariant SDR (Le Roux et al. 2019) over the whole track, one scale for "
+              "all channels, no mean removed; reported as the mean over tracks",
+}
+"""What each number of a result file is, written into every file (key ``protocols``)."""
+
+TRACK_METRICS = ("uSDR", "SI-SDR")
+
+
+def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0, whole=None) -> dict:
+    """The per-track document museval's ``TrackStore`` writes (same keys, rounding, NaN).
+
+    ``whole`` (``{"uSDR": (sources,), "SI-SDR": (sources,)}``) adds a ``track`` entry to
+    every target; museval's readers ignore it, and ``protocols`` and ``scorer``.
+    """
     targets = []
     for index, name in enumerate(names):
         frames = []
@@ -91,8 +110,17 @@ def scores_document(names, sdr, isr, sir, sar, window=1.0, hop=1.0) -> dict:
                     "ISR": _museval_number(isr[index, frame]),
                 },
             })
-        targets.append({"name": name, "frames": frames})
-    return {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
+        target = {"name": name, "frames": frames}
+        if whole is not None:
+            target["track"] = {metric: _museval_number(whole[metric][index])
+                               for metric in TRACK_METRICS}
+        targets.append(target)
+    document = {"targets": targets, "scorer": "numba_demucs.eval.bss_eval (BSS Eval v4)"}
+    if whole is not None:
+        document["protocols"] = PROTOCOLS
+    else:
+        document["protocols"] = {"frames": PROTOCOLS["frames"]}
+    return document
 
 
 def write_json_atomically(path, document) -> None:
@@ -251,7 +279,8 @@ def score_track(task: TrackTask) -> dict:
                                       hop=task.hop)
     except EvaluationError as error:
         raise EvaluationError(f"{track.path}: {error}") from None
-    return scores_document(SOURCES, sdr, isr, sir, sar, task.window, task.hop)
+    whole = track_metrics(references, estimates)
+    return scores_document(SOURCES, sdr, isr, sir, sar, task.window, task.hop, whole)
 
 
 # ----------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def test_three_tracks_one_missing_estimate(data, capsys):
         "Alpha - One.json", "Gamma - Three.json"]
     for name in ("Alpha - One", "Gamma - Three"):
         assert list(report.read_track(output / "test" / f"{name}.json")) == list(musdb.SOURCES)
-    assert "SiSEC aggregate" in out  # the aggregate of the two good tracks is still printed
+    assert "SiSEC 2018 aggregate" in out  # the aggregate of the two good tracks is still printed
 
     # Resume: once the file is back, only the failed track is scored.
     shutil.copy(estimates / "Alpha - One" / "bass.wav", missing)
@@ -184,3 +184,19 @@ def test_error_line_is_printed_above_the_progress_bar(data):
     lines = [line.strip() for line in text.splitlines()]
     # Longer than the 60-column console, and still not wrapped.
     assert f"numba-demucs: error: {missing}: missing estimate for source 'bass'" in lines
+
+
+def test_each_json_holds_the_whole_track_metrics_of_its_files(pristine, tmp_path, capsys):
+    """uSDR by the MDX formula on the files as soundfile reads them, to the JSON's 1e-5 dB."""
+    root, estimates = pristine
+    output = tmp_path / "out"
+    code, _, printed = run_cli(root, estimates, output, capsys)
+    assert code == 0 and "MDX 2021 aggregate" in printed
+    for name in TRACKS:
+        scores = report.read_track(output / "test" / f"{name}.json")
+        for source in musdb.SOURCES:
+            s = soundfile.read(root / "test" / name / f"{source}.wav")[0]
+            e = soundfile.read(estimates / name / f"{source}.wav")[0]
+            usdr = 10 * np.log10((np.sum(s ** 2) + 1e-7) / (np.sum((s - e) ** 2) + 1e-7))
+            assert abs(scores[source]["uSDR"] - usdr) <= 5e-6 + 1e-9, (name, source)
+            assert np.isfinite(scores[source]["SI-SDR"])

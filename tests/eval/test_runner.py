@@ -104,7 +104,7 @@ def test_report_reads_museval_json_and_writes_csv_and_plot(scored, tmp_path, cap
         scores = report.read_track(file)
         store = museval.TrackStore(track_name=file.stem)
         for target, metrics in scores.items():
-            store.add_target(target, {m: list(v) for m, v in metrics.items()})
+            store.add_target(target, {m: list(metrics[m]) for m in report.METRICS})
         (museval_dir / "test" / file.name).write_text(store.json)
     table, plot_file = tmp_path / "table.csv", tmp_path / "box.png"
     assert cli.main(["eval", "report", str(scored), "--compare", str(museval_dir),
@@ -112,7 +112,8 @@ def test_report_reads_museval_json_and_writes_csv_and_plot(scored, tmp_path, cap
     printed = capsys.readouterr().out
     assert "Gamma - Three" in printed and "museval_run" in printed
     rows = list(csv.DictReader(table.open()))
-    aggregate_rows = {(r["method"], r["target"]): r for r in rows if r["track"] == "*"}
+    aggregate_rows = {(r["method"], r["target"]): r for r in rows
+                      if r["track"] == "*" and r["statistic"] == report.SISEC_STATISTIC}
     store = museval.MethodStore()
     store.add_eval_dir(str(museval_dir))
     for (method, target, metric), value in store.agg_frames_tracks_scores().items():
@@ -423,10 +424,10 @@ def test_report_frames_put_methods_side_by_side(scored, tmp_path):
         medians["Beta - Two"]["bass"]["SDR"]
     assert per_track["ours"].equals(per_track["again"])
     aggregate = report.aggregate_frame(methods)
-    assert list(aggregate.index) == [*musdb.SOURCES, "mean of sources"]
+    assert list(aggregate.index) == [*musdb.SOURCES, "mean of vocals, drums, bass, other"]
     sisec = report.aggregate(methods["ours"])
     assert aggregate.loc["vocals", ("ours", "SIR")] == sisec["vocals"]["SIR"]
-    assert aggregate.loc["mean of sources", ("ours", "SDR")] == pytest.approx(
+    assert aggregate.loc[report.MEAN_LABEL, ("ours", "SDR")] == pytest.approx(
         np.mean([sisec[t]["SDR"] for t in musdb.SOURCES]))
     figure = report.sdr_boxplots(methods)
     assert [axis.get_title() for axis in figure.axes] == list(musdb.SOURCES)
