@@ -143,19 +143,27 @@ def load_stems(track: Track, stems) -> tuple[np.ndarray, int]:
     return stack_stems(loaded)
 
 
+def check_matches(location, rate, shape, expected_rate, expected_shape, against) -> None:
+    """The one check every pairing of audio makes: ``location``'s sample rate and
+    ``(samples, channels)`` ``shape`` against what ``against`` has, in that order (rate,
+    then channels, then length), the first difference named in an error.
+
+    ``against`` completes the sentence "..., AGAINST 2": "the stems have", "the references
+    have", or "FILE has".
+    """
+    if rate != expected_rate:
+        raise EvaluationError(f"{location}: sample rate {rate} Hz, {against} {expected_rate} Hz")
+    if shape[1] != expected_shape[1]:
+        raise EvaluationError(f"{location}: {shape[1]} channels, {against} {expected_shape[1]}")
+    if shape[0] != expected_shape[0]:
+        raise EvaluationError(f"{location}: {shape[0]} samples, {against} {expected_shape[0]}")
+
+
 def stack_stems(loaded) -> tuple[np.ndarray, int]:
     """Stack ``[(path, (audio, rate)), ...]`` after checking they agree in rate and shape."""
     first_path, (first, rate) = loaded[0]
     for path, (audio, other_rate) in loaded[1:]:
-        if other_rate != rate:
-            raise EvaluationError(f"{path}: sample rate {other_rate} Hz, but {first_path} "
-                                  f"has {rate} Hz")
-        if audio.shape[1] != first.shape[1]:
-            raise EvaluationError(f"{path}: {audio.shape[1]} channels, but {first_path} "
-                                  f"has {first.shape[1]}")
-        if audio.shape[0] != first.shape[0]:
-            raise EvaluationError(f"{path}: {audio.shape[0]} samples, but {first_path} "
-                                  f"has {first.shape[0]}")
+        check_matches(path, other_rate, audio.shape, rate, first.shape, f"{first_path} has")
     return np.stack([audio for _, (audio, _) in loaded]), rate
 
 

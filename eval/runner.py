@@ -24,8 +24,8 @@ from numba_demucs.errors import EvaluationError
 
 from .bsseval import bss_eval
 from .whole_track import track_metrics
-from .musdb import (SOURCES, Track, load_mixture, load_stems, read_audio, stack_stems,
-                    stem_location)
+from .musdb import (SOURCES, Track, check_matches, load_mixture, load_stems, read_audio,
+                    stack_stems, stem_location)
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
 
@@ -174,15 +174,8 @@ def load_estimates(folder, sources, references, rate) -> np.ndarray:
         if not os.path.isfile(path):
             raise EvaluationError(f"{path}: missing estimate for source '{source}'")
         audio, other_rate = read_audio(path)
-        if other_rate != rate:
-            raise EvaluationError(f"{path}: sample rate {other_rate} Hz, references are "
-                                  f"{rate} Hz")
-        if audio.shape[1] != references.shape[2]:
-            raise EvaluationError(f"{path}: {audio.shape[1]} channels, references have "
-                                  f"{references.shape[2]}")
-        if audio.shape[0] != references.shape[1]:
-            raise EvaluationError(f"{path}: {audio.shape[0]} samples, references have "
-                                  f"{references.shape[1]}")
+        check_matches(path, other_rate, audio.shape, rate, references.shape[1:],
+                      "the references have")
         if not np.any(audio.sum(axis=1) != 0):
             raise EvaluationError(f"{path}: the estimate is silent (all zeros); BSS Eval is "
                                   "undefined for a silent estimate")
@@ -263,16 +256,9 @@ def score_track(task: TrackTask) -> dict:
                                    references, rate)
     else:
         mixture, mix_rate = load_mixture(track)
-        location = stem_location(track, "mixture")
-        if mix_rate != rate:
-            raise EvaluationError(f"{location}: sample rate {mix_rate} Hz, the stems have "
-                                  f"{rate} Hz")
-        if mixture.shape[0] != references.shape[2]:
-            raise EvaluationError(f"{location}: {mixture.shape[0]} channels, the stems have "
-                                  f"{references.shape[2]}")
-        if mixture.shape[1] != references.shape[1]:
-            raise EvaluationError(f"{location}: {mixture.shape[1]} samples, the stems have "
-                                  f"{references.shape[1]}")
+        # mixture is (channels, samples): its shape reversed is (samples, channels)
+        check_matches(stem_location(track, "mixture"), mix_rate, mixture.shape[::-1], rate,
+                      references.shape[1:], "the stems have")
         estimates = separate(task, mixture, rate, SOURCES)
     try:
         sdr, isr, sir, sar = bss_eval(references, estimates, sr=rate, window=task.window,

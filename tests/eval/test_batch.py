@@ -98,7 +98,7 @@ def damage(kind, root, estimates):
         path = estimates / BAD / "drums.wav"
         audio, rate = soundfile.read(path)
         soundfile.write(path, audio[:-7], rate, subtype="FLOAT")
-        return path, f"{audio.shape[0] - 7} samples, references have {audio.shape[0]}"
+        return path, f"{audio.shape[0] - 7} samples, the references have {audio.shape[0]}"
     if kind == "long reference":
         path = track / "other.wav"
         audio, rate = soundfile.read(path)
@@ -108,7 +108,7 @@ def damage(kind, root, estimates):
         path = estimates / BAD / "bass.wav"
         audio, rate = soundfile.read(path)
         soundfile.write(path, audio[:, 0], rate, subtype="FLOAT")
-        return path, "1 channels, references have 2"
+        return path, "1 channels, the references have 2"
     if kind == "NaN estimate":
         path = estimates / BAD / "other.wav"
         audio, rate = soundfile.read(path)
@@ -152,6 +152,41 @@ def test_bad_mixture_is_named_before_the_model_runs(data):
     soundfile.write(path, audio, rate, subtype="FLOAT")
     with pytest.raises(NumbaDemucsError, match=re.escape(f"{path}: 1 NaN or infinite samples")):
         runner.score_track(task)
+
+
+@pytest.mark.parametrize("kind", ["rate", "channels", "length"])
+def test_one_check_for_stems_estimates_and_mixture(kind, data):
+    """musdb.check_matches serves the reference stems, the estimates and the mixture: the
+    same sentence names the file, what differs, and what it was compared with."""
+    root, estimates, _ = data
+    folder = root / "test" / BAD
+
+    def damaged(path):
+        audio, rate = soundfile.read(path)
+        if kind == "rate":
+            soundfile.write(path, audio, 48000, subtype="FLOAT")
+            return "sample rate 48000 Hz, {} 44100 Hz"
+        if kind == "channels":
+            soundfile.write(path, audio[:, 0], rate, subtype="FLOAT")
+            return "1 channels, {} 2"
+        soundfile.write(path, audio[:-3], rate, subtype="FLOAT")
+        return f"{len(audio) - 3} samples, {{}} {len(audio)}"
+
+    track = musdb.find_tracks(root, names=[BAD])[0]
+    cases = [
+        (folder / "mixture.wav", "the stems have",
+         runner.TrackTask(track, checkpoint="/nonexistent/model.th")),
+        (estimates / BAD / "drums.wav", "the references have",
+         runner.TrackTask(track, estimates_dir=str(estimates))),
+        (folder / "other.wav", f"{folder / 'vocals.wav'} has",
+         runner.TrackTask(track, estimates_dir=str(estimates))),
+    ]
+    for path, against, task in cases:
+        backup = path.read_bytes()
+        message = f"{path}: " + damaged(path).format(against)
+        with pytest.raises(NumbaDemucsError, match=f"^{re.escape(message)}$"):
+            runner.score_track(task)
+        path.write_bytes(backup)
 
 
 def test_process_pool_reports_the_failure_and_scores_the_rest(data):
