@@ -1,4 +1,4 @@
-"""`numba-demucs eval musdb|bsseval|report`: scoring separations the way museval does."""
+"""`numba-demucs eval musdb|bsseval|report|compare`: scoring separations the way museval does."""
 from __future__ import annotations
 
 import os
@@ -65,6 +65,33 @@ def register(subparsers) -> None:
     report.add_argument("--csv", help="write per-track medians and the aggregate to this CSV")
     report.add_argument("--plot", help="write a per-source box plot of SDR to this PNG")
     report.set_defaults(func=run_report)
+
+    from .compare import ALL_METRICS
+
+    comparing = commands.add_parser(
+        "compare", help="compare systems' result folders: per-track table, median "
+                        "differences with bootstrap intervals, box plots",
+        description="Reads museval-format result folders (ours, museval's own output, "
+                    "published SiSEC 2018 submissions). The first folder is the baseline: "
+                    "for every other system, per target and metric, the median over tracks of "
+                    "the per-track difference (system - baseline) with a paired bootstrap "
+                    "confidence interval over tracks.")
+    comparing.add_argument("results", nargs="+", metavar="RESULTS",
+                           help="result folders (or JSON files), the baseline first")
+    comparing.add_argument("--metrics", nargs="+", default=["SDR", "SIR", "ISR", "SAR"],
+                           choices=ALL_METRICS, metavar="METRIC",
+                           help=f"metrics to show and compare, of {', '.join(ALL_METRICS)} "
+                                "(default: SDR SIR ISR SAR)")
+    comparing.add_argument("--resamples", type=int, default=10000,
+                           help="bootstrap resamples (default 10000)")
+    comparing.add_argument("--confidence", type=float, default=0.95,
+                           help="confidence of the interval (default 0.95)")
+    comparing.add_argument("--seed", type=int, default=0,
+                           help="seed of the bootstrap draws (default 0)")
+    comparing.add_argument("--plot", metavar="FILE",
+                           help="write box plots (per-track values per system, differences "
+                                "against the baseline) to this image (.png, .svg, .pdf)")
+    comparing.set_defaults(func=run_compare)
 
 
 def run_musdb(args) -> int:
@@ -154,6 +181,24 @@ def run_report(args) -> int:
             raise EvaluationError(f"{args.csv}: cannot write the CSV ({error})") from None
     if args.plot:
         report.plot(args.plot, methods)
+    return 0
+
+
+def run_compare(args) -> int:
+    from . import compare, report
+
+    if len(args.results) < 2:
+        raise EvaluationError("eval compare needs at least two result folders")
+    if args.resamples < 1:
+        raise EvaluationError(f"--resamples must be at least 1, got {args.resamples}")
+    if not 0 < args.confidence < 1:
+        raise EvaluationError(f"--confidence must be between 0 and 1, got {args.confidence}")
+    names = report.method_names(args.results)
+    methods = {name: report.read_results(path) for name, path in zip(names, args.results)}
+    metrics = tuple(dict.fromkeys(args.metrics))
+    compare.print_comparison(methods, metrics, args.resamples, args.confidence, args.seed)
+    if args.plot:
+        compare.plot(args.plot, methods, metrics)
     return 0
 
 
