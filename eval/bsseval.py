@@ -124,28 +124,51 @@ def _silent_sources(signals, start, stop):
 
 
 @kernel
+def _pair_table(first, second, n_refs):
+    """``table[p, q]``: the index of the pair ``(min(p, q), max(p, q))`` in ``first, second``
+    (reference/reference pairs are stored once, with ``p <= q``)."""
+    table = np.full((n_refs, n_refs), -1, dtype=np.int64)
+    for pair in range(first.shape[0]):
+        p = first[pair]
+        q = second[pair]
+        if q < n_refs:
+            table[p, q] = pair
+            table[q, p] = pair
+    return table
+
+
+@kernel
 def _fill_gram(first, second, values, n_refs, low, high, filters_len, gram):
     """Lay the correlations of reference channels ``low <= p < high`` out as museval's
     reshaped ``G`` (``_reshape_G`` order: source, channel, delay).
 
     ``gram[(p, a), (q, b)] = R[p, q](b - a)``: the inner product of reference channel ``p``
-    delayed by ``a`` with channel ``q`` delayed by ``b``. With ``low = 0, high = n_refs``
-    this is the whole matrix; one source's channels give its own-source system, the
-    diagonal block of the whole.
+    delayed by ``a`` with channel ``q`` delayed by ``b``; below the diagonal blocks (``p >
+    q``) it is ``R[q, p](a - b)``, the same number, and inside a diagonal block ``R[p, p](-|a -
+    b|)``, so the matrix is exactly symmetric. With ``low = 0, high = n_refs`` this is
+    the whole matrix; one source's channels give its own-source system, the diagonal block
+    of the whole. Written row by row, each row contiguous: filling a 128 MiB matrix by
+    mirrored pairs wrote one of the two halves column-wise, a cache miss per element.
     """
     centre = filters_len - 1
-    for pair in range(first.shape[0]):
-        p = first[pair]
-        q = second[pair]
-        if q >= n_refs or p < low or q >= high:  # pairs have p <= q
-            continue
-        row = (p - low) * filters_len
-        column = (q - low) * filters_len
+    table = _pair_table(first, second, n_refs)
+    for p in range(low, high):
         for a in range(filters_len):
-            for b in range(filters_len):
-                value = values[pair, b - a + centre]
-                gram[row + a, column + b] = value
-                gram[column + b, row + a] = value
+            row = (p - low) * filters_len + a
+            for q in range(low, high):
+                pair = table[p, q]
+                column = (q - low) * filters_len
+                if p == q:  # the negative lag of an autocorrelation, on both sides of the
+                    # diagonal: what the mirrored fill this replaced left there (R(k) and
+                    # R(-k) of one channel differ in the last bits)
+                    for b in range(filters_len):
+                        gram[row, column + b] = values[pair, centre - abs(b - a)]
+                elif p < q:
+                    for b in range(filters_len):
+                        gram[row, column + b] = values[pair, b - a + centre]
+                else:
+                    for b in range(filters_len):
+                        gram[row, column + b] = values[pair, a - b + centre]
 
 
 @kernel

@@ -159,3 +159,49 @@ def test_channel_mismatch_is_an_error():
     rng = np.random.default_rng(7)
     with pytest.raises(EvaluationError, match="channels"):
         bss_eval(signals.noise(rng, 2, 0.5), signals.noise(rng, 2, 0.5, channels=1))
+
+
+def naive_gram(first, second, values, n_refs, low, high, filters_len=512):
+    """Twin of ``bsseval._fill_gram`` in plain NumPy: block by block from the lags."""
+    centre = filters_len - 1
+    delay = np.arange(filters_len)
+    lag = delay[None, :] - delay[:, None]  # b - a
+    size = (high - low) * filters_len
+    gram = np.full((size, size), np.nan)
+    for pair, (p, q) in enumerate(zip(first, second)):
+        if q >= n_refs or p < low or q >= high:
+            continue
+        rows = slice((p - low) * filters_len, (p - low + 1) * filters_len)
+        columns = slice((q - low) * filters_len, (q - low + 1) * filters_len)
+        if p == q:  # both sides of the diagonal from the negative lag
+            gram[rows, rows] = values[pair][centre - np.abs(lag)]
+        else:
+            block = values[pair][lag + centre]
+            gram[rows, columns] = block
+            gram[columns, rows] = block.T
+    return gram
+
+
+def test_gram_matrix_layout():
+    """``_fill_gram`` against its NumPy twin (exactly) and against museval's own ``G``
+    (``_compute_reference_correlations`` then ``_reshape_G``, full-length FFTs: to rounding)."""
+    from museval import metrics as museval_metrics
+
+    from numba_demucs.eval.bsseval import _fill_gram
+    from numba_demucs.eval.correlations import lag_correlations
+
+    rng = np.random.default_rng(8)
+    refs = signals.noise(rng, 3, 0.5)
+    ests = signals.degrade(rng, refs)
+    first, second, values = lag_correlations(refs, ests)
+    for low, high in ((0, 6), (2, 4), (1, 5)):
+        size = (high - low) * 512
+        gram = np.empty((size, size))
+        _fill_gram(first, second, values, 6, low, high, 512, gram)
+        np.testing.assert_array_equal(gram, naive_gram(first, second, values, 6, low, high))
+        np.testing.assert_array_equal(gram, gram.T)
+    theirs, _ = museval_metrics._compute_reference_correlations(refs, 512)
+    theirs = museval_metrics._reshape_G(theirs)
+    gram = np.empty((3072, 3072))
+    _fill_gram(first, second, values, 6, 0, 6, 512, gram)
+    np.testing.assert_allclose(gram, theirs, rtol=0, atol=1e-9 * np.abs(theirs).max())
