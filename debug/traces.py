@@ -81,6 +81,12 @@ def _checked_record(position: int, record) -> dict:
             out[key] = [_plain_int(i, f"{label}: {key}") for i in value]
     for key in FLOAT_KEYS:
         out[key] = _plain_float(record[key], f"{label}: {key}")
+    if "floor" in record and record["floor"] is not None:
+        floor = record["floor"]
+        if not isinstance(floor, Mapping) or not all(k in FLOAT_KEYS for k in floor):
+            raise TraceError(f"{label}: floor must map statistics ({', '.join(FLOAT_KEYS)}) to "
+                             f"numbers, got {floor!r}")
+        out["floor"] = {k: _plain_float(v, f"{label}: floor {k}") for k, v in floor.items()}
     if out["nan"] + out["inf"] > out["count"]:
         raise TraceError(f"{label}: {out['nan']} NaN and {out['inf']} Inf in {out['count']} elements")
     return out
