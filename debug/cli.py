@@ -61,6 +61,23 @@ def register(subparsers) -> None:
     show.add_argument("--name", help="only points whose name starts with this")
     show.set_defaults(func=run_print)
 
+    imported = commands.add_parser("import", help="turn another port's debug printout into a trace dump")
+    imported.add_argument("printout", type=Path)
+    imported.add_argument("--format", choices=["demucs-cpp"], required=True,
+                          help="demucs-cpp: 'Debugging tensor!: NAME' ... 'FINISHED DEBUG ...' blocks")
+    imported.add_argument("--names", type=Path,
+                          help="map file: one 'PORT_NAME MODULE.PATH' per line ('-' drops a block); "
+                               "names not in it are kept")
+    imported.add_argument("--std", choices=["population", "unbiased"], default="population",
+                          help="how the printout's stddev divides: population (demucs.cpp's C++ "
+                               "helpers, default) or unbiased (torch.std, its Python script)")
+    imported.add_argument("--digits", type=int,
+                          help="significant digits the numbers were printed with (default: detected)")
+    imported.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                          help="dtype the port ran in (default float32)")
+    imported.add_argument("-o", "--output", type=Path, required=True, help="dump file (.jsonl)")
+    imported.set_defaults(func=run_import)
+
     parity = commands.add_parser("parity", help="trace both sides and diff them in one go")
     weights = parity.add_mutually_exclusive_group()
     weights.add_argument("--checkpoint", type=Path,
@@ -163,6 +180,20 @@ def run_print(args) -> int:
     for record in Trace.load(args.dump).records:
         if args.name is None or record["name"].startswith(args.name):
             print_demucs_cpp(record)
+    return 0
+
+
+def run_import(args) -> int:
+    from rich.console import Console
+
+    from .importers import read_demucs_cpp, read_name_map
+
+    names = read_name_map(args.names) if args.names is not None else None
+    trace = read_demucs_cpp(args.printout, names, std=args.std, dtype=args.dtype, digits=args.digits)
+    path = trace.save(args.output)
+    digits = trace.header.get("stat_digits")
+    Console(stderr=True).print(f"{len(trace)} trace points from {args.printout} written to {path} "
+                               f"({'full precision' if digits is None else f'{digits} significant digits'})")
     return 0
 
 
