@@ -83,13 +83,14 @@ def render_table(result: DiffResult, console, only_diverged: bool = False) -> No
 
 
 def render_floor_table(result: DiffResult, console, only_diverged: bool = False,
-                       limit: int | None = None) -> None:
+                       limit: int | None = None, positions=None) -> None:
     """Per-layer error against the float32 rounding floor, one row per common point.
 
     ``error`` is the point's worst relative error (statistics, and tensors when both sides
     kept them), ``floor`` the float32 rounding floor of the reference at that point (PyTorch
     float32 against float64), ``tol`` the point's rtol and ``x tol`` how much of it is used
-    (> 1: diverged). ``limit`` keeps the first rows (the first divergence is always shown).
+    (> 1: diverged). ``limit`` keeps the first rows (the first divergence is always shown);
+    ``positions`` shows only those points (indices into ``result.points``).
     """
     from rich.markup import escape
     from rich.table import Table
@@ -97,11 +98,14 @@ def render_floor_table(result: DiffResult, console, only_diverged: bool = False,
     table = Table(title="per-layer error against the float32 rounding floor")
     for column, justify in (("#", "right"), ("point", "left"), ("shape", "left"), ("error", "right"),
                             ("floor", "right"), ("tol", "right"), ("x tol", "right"), ("status", "left")):
-        table.add_column(column, justify=justify)
+        # module paths are what the reader is after: wrap them rather than cut them
+        table.add_column(column, justify=justify, overflow="fold")
     styles = {"first_divergence": "bold red", "diverged": "yellow", "ok": "green"}
     shown = 0
     for position, p in enumerate(result.points):
         if only_diverged and p["status"] == "ok":
+            continue
+        if positions is not None and position not in positions:
             continue
         if limit is not None and shown >= limit and p["status"] != "first_divergence":
             continue

@@ -209,12 +209,14 @@ class Trace:
             trace._dump = dump
         return trace
 
-    def save(self, path, tensors: bool = True) -> Path:
-        """Write the trace as a dump (``path``, plus a sibling ``.npz`` when tensors are kept)."""
+    def save(self, path, tensors: bool = True, dump_id: str | None = None) -> Path:
+        """Write the trace as a dump (``path``, plus a sibling ``.npz`` when tensors are kept).
+
+        ``dump_id`` is random unless given (a reproducible file passes one of its own)."""
         from .dumpfile import write_dump
 
         kept = {i: self.tensor(i) for i in range(len(self.records))} if tensors and self.has_tensors else None
-        return write_dump(path, self.header, self.records, kept)
+        return write_dump(path, self.header, self.records, kept, dump_id=dump_id)
 
     def close(self) -> None:
         """Release the ``.npz`` a loaded trace reads its tensors from."""
