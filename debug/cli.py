@@ -271,9 +271,13 @@ def run_conform(args) -> int:
     if result.header_mismatches:
         render_table_header(result, console)
     for note in result.notes:
-        console.print(f"[dim]note: {note}[/dim]", highlight=False, markup=False)
+        console.print(f"note: {note}", style="dim", highlight=False, markup=False)
     render_floor_table(result, console, only_diverged=False,
                        positions=None if args.all else _table_positions(result))
+    if theirs.header.get("stat_digits"):
+        console.print(f"their statistics were printed with {theirs.header['stat_digits']} significant "
+                      "digits: half a unit in the last digit is allowed on top of tol", style="dim",
+                      highlight=False, markup=False)
     for side, items in (("reference", result.only_reference), ("theirs", result.only_ours)):
         if items:
             names = ", ".join(x["name"] for x in items[:8]) + (", ..." if len(items) > 8 else "")
