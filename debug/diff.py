@@ -45,11 +45,13 @@ DEFAULT_TOLERANCES = {"float32": (1e-4, 1e-12), "float64": (1e-9, 1e-17)}
 HEADER_IDENTITY_KEYS = ("model", "checkpoint_sha256", "input_sha256")
 
 # Per-point tolerance from the float32 rounding floor. Measured on htdemucs (random perturbed
-# weights, one segment, float32): our port against PyTorch used at most 12.4x the larger of
-# the point's floor and one float32 epsilon at full width (8.5x at the tests' toy width), the
-# floor itself reaching 4.8e-6; 64x leaves another correct float32 implementation 5x more
-# room, while a 1 % error in one layer (1e-2) stays 30x above the largest tolerance (3e-4).
-FLOOR_FACTOR = 64.0
+# weights, one segment, float32), the larger of the point's floor and one float32 epsilon as
+# the unit: our port against PyTorch used at most 12.4 of it at full width (8.5 at the tests'
+# toy width); ONNX Runtime running the exported core, 76 (a one-group GroupNorm over a whole
+# time-branch tensor; 18 elsewhere). 256 leaves a correct float32 implementation 3x room
+# beyond that, while a 1 % error in one layer (1e-2) stays 8x above the largest tolerance
+# (256 x the largest floor, 4.8e-6) and 300x above the typical one (256 x 1.2e-7).
+FLOOR_FACTOR = 256.0
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
 
@@ -145,8 +147,15 @@ def _tensor_errors(ref: np.ndarray, ours: np.ndarray, rtol: float, atol: float):
 def _compare(ref_rec, our_rec, ref_tensor, our_tensor, rtol, atol, digits=(None, None)) -> dict:
     reasons = []
     same_shape = list(ref_rec["shape"]) == list(our_rec["shape"])
+    layout = None
     if not same_shape:
-        reasons.append(f"shape {tuple(ref_rec['shape'])} vs {tuple(our_rec['shape'])}")
+        if sorted(ref_rec["shape"]) == sorted(our_rec["shape"]):
+            # The same axes in another order: a port's memory layout (channels-last, an
+            # exporter that dropped a pair of transposes). Every statistic is invariant under
+            # a permutation, so they are compared as they are; the layout is reported, not judged.
+            layout = f"layout {tuple(ref_rec['shape'])} vs {tuple(our_rec['shape'])}"
+        else:
+            reasons.append(f"shape {tuple(ref_rec['shape'])} vs {tuple(our_rec['shape'])}")
     for key in ("nan", "inf"):
         if ref_rec[key] != our_rec[key]:
             reasons.append(f"{key} count {ref_rec[key]} vs {our_rec[key]}")
@@ -206,6 +215,7 @@ def _compare(ref_rec, our_rec, ref_tensor, our_tensor, rtol, atol, digits=(None,
         "argmax_equal": ref_rec["argmax"] == our_rec["argmax"],
         "status": "diverged" if reasons else "ok",
         "reasons": reasons,
+        "layout": layout,
     }
 
 

@@ -86,14 +86,14 @@ def test_a_larger_floor_widens_only_its_point(floored):
     records = copy.deepcopy(floored.records)
     records[1]["floor"] = {"min": 1e-5, "max": 2e-5, "mean": None, "std": 0.0, "sum": 0.0, "l2": 0.0}
     wide = Trace(floored.header, records)
-    assert diff(wide, _shifted(floored, 1, "max", 1e-3)).ok          # 1e-3 < 64 x 2e-5
+    assert diff(wide, _shifted(floored, 1, "max", 1e-3)).ok          # 1e-3 < 256 x 2e-5
     assert diff(wide, _shifted(floored, 2, "max", 1e-3)).first_divergence == "c"
     assert diff(wide, _shifted(floored, 1, "max", 1e-2)).first_divergence == "b"  # a 1 % error
 
 
 def test_global_rtol_or_no_floor_keeps_the_old_rules(floored):
     shifted = _shifted(floored, 2, "mean", 5e-5)
-    assert not diff(floored, shifted).ok                 # floor rules: 5e-5 > 64 eps
+    assert not diff(floored, shifted).ok                 # floor rules: 5e-5 > 256 eps
     assert diff(floored, shifted, use_floor=False).ok    # global 1e-4
     assert diff(floored, shifted, rtol=1e-4).ok
     assert diff(floored, shifted, rtol=1e-4).tolerance["floor_factor"] is None
@@ -116,11 +116,11 @@ def test_one_sided_points_are_listed_and_a_shape_mismatch_is_named(floored):
     records = copy.deepcopy(floored.records)
     for r in records:
         r.pop("floor")
-    records[1]["shape"] = [50, 4]
+    records[1]["shape"] = [2, 100]
     theirs = Trace(floored.header, records[:3] + [dict(records[3], name="extra")])
     result = diff(floored, theirs)
     assert result.first_divergence == "b"
-    assert result.points[1]["reasons"][0] == "shape (4, 50) vs (50, 4)"
+    assert result.points[1]["reasons"][0] == "shape (4, 50) vs (2, 100)"
     assert [p["name"] for p in result.only_reference] == ["d"]
     assert [p["name"] for p in result.only_ours] == ["extra"]
 
@@ -147,7 +147,21 @@ def test_floor_table_and_plot_show_error_floor_and_tolerance(floored, tmp_path):
     text = out.getvalue()
     assert "FIRST DIVERGENCE: mean" in text and f"{FLOOR_FACTOR:g} x float32 floor" in text
     row = next(line for line in text.splitlines() if "FIRST DIVERGENCE" in line)
-    # error 1e-2 against a tolerance of 64 eps
+    # error 1e-2 against a tolerance of 256 eps
     assert f"{1e-2 / (FLOOR_FACTOR * FLOAT32_EPS):.2f}" in row
     plot(result, tmp_path / "p.png")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_permuted_layout_is_reported_not_judged(floored):
+    """Statistics do not depend on the order of the axes: a port (or an exporter) keeping a
+    tensor transposed is told apart from a wrong shape."""
+    records = copy.deepcopy(floored.records)
+    for r in records:
+        r.pop("floor")
+    records[1]["shape"] = [50, 4]
+    result = diff(floored, Trace(floored.header, records))
+    assert result.ok and result.points[1]["layout"] == "layout (4, 50) vs (50, 4)"
+    records[2] = dict(records[2], mean=records[2]["mean"] * 1.01, shape=[50, 4])
+    result = diff(floored, Trace(floored.header, records))
+    assert result.first_divergence == "c" and result.points[2]["reasons"] == ["mean"]
