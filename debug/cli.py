@@ -41,10 +41,17 @@ def register(subparsers) -> None:
                                    description=__doc__)
     commands = parser.add_subparsers(dest="debug_command", required=True)
 
-    for name, helptext in (("trace", "dump our model's trace points"),
+    for name, helptext in (("trace", "dump our model's trace points (or an ONNX core's, --onnx)"),
                            ("reference", "dump the PyTorch demucs model's trace points")):
         sub = commands.add_parser(name, help=helptext)
-        _input_arguments(sub, checkpoint_required=True)
+        _input_arguments(sub, checkpoint_required=name == "reference")
+        if name == "trace":
+            sub.add_argument("--checkpoint", type=Path,
+                             help=".th or .safetensors model file, or a folder of Open-Unmix "
+                                  "TARGET-HASH8.pth files")
+            sub.add_argument("--onnx", type=Path,
+                             help="trace this ONNX export of the HTDemucs core (STFT-free) in ONNX "
+                                  "Runtime instead of our model, on one segment of the input")
         sub.add_argument("--save-tensors", action="store_true",
                          help="also save every tensor (sibling .npz; large)")
         sub.add_argument("-o", "--output", type=Path, required=True, help="dump file (.jsonl)")
@@ -182,7 +189,17 @@ def run_dump(args) -> int:
     from rich.console import Console
 
     mix = _mix(args)
-    trace = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
+    onnx = getattr(args, "onnx", None)
+    if onnx is not None:
+        if args.checkpoint is not None or args.save_tensors:
+            raise NumbaDemucsError("--onnx traces the ONNX model alone: no --checkpoint, no --save-tensors")
+        from .onnx_trace import trace_onnx
+
+        trace = trace_onnx(onnx, mix)
+    elif args.checkpoint is None:
+        raise NumbaDemucsError("debug trace needs --checkpoint (our model) or --onnx (an ONNX core)")
+    else:
+        trace = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
     path = trace.save(args.output)
     Console(stderr=True).print(f"{len(trace)} trace points written to {path}")
     return 0
