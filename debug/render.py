@@ -113,8 +113,11 @@ def render_floor_table(result: DiffResult, console, only_diverged: bool = False,
         error = p["error"]
         used = None if error is None or not p["rtol"] else error / p["rtol"]
         status = {"first_divergence": "FIRST DIVERGENCE", "diverged": "diverged", "ok": "ok"}[p["status"]]
-        if p["reasons"]:
+        if p["reasons"] and p["status"] == "first_divergence":
+            # later points mostly inherit it; their reasons are in the JSON
             status += ": " + ", ".join(p["reasons"])
+        if p.get("layout"):
+            status += f" ({p['layout']})"
         table.add_row(str(position), escape(point_label(p["name"], p["context"])),
                       "×".join(map(str, p["shape_reference"])), _fmt(error), _fmt(p.get("floor")),
                       _fmt(p["rtol"]), _fmt(used, 2, "f"), escape(status), style=styles[p["status"]])
