@@ -124,3 +124,16 @@ def test_a_cut_printout_exits_2_naming_the_line(golden, name_map, tmp_path, caps
     assert "cut.txt:105: the printout ends inside block" in capsys.readouterr().err
     assert main(["debug", "import", "--format", "demucs-cpp", str(cut), "-o", str(tmp_path / "t.jsonl")]) == 2
     assert "cut.txt:105:" in capsys.readouterr().err
+
+
+def test_a_changed_golden_file_is_refused(golden, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "g"
+    shutil.copytree(golden.folder, copy)
+    data = bytearray((copy / "input.wav").read_bytes())
+    data[-1] ^= 1
+    (copy / "input.wav").write_bytes(bytes(data))
+    printout = _printout(tmp_path / "port.txt", golden.trace.records)
+    assert main(["debug", "conform", str(printout), "--golden", str(copy)]) == 2
+    assert "input.wav: changed since the golden folder was written" in capsys.readouterr().err
