@@ -41,10 +41,17 @@ def register(subparsers) -> None:
                                    description=__doc__)
     commands = parser.add_subparsers(dest="debug_command", required=True)
 
-    for name, helptext in (("trace", "dump our model's trace points"),
+    for name, helptext in (("trace", "dump our model's trace points (or an ONNX core's, --onnx)"),
                            ("reference", "dump the PyTorch demucs model's trace points")):
         sub = commands.add_parser(name, help=helptext)
-        _input_arguments(sub, checkpoint_required=True)
+        _input_arguments(sub, checkpoint_required=name == "reference")
+        if name == "trace":
+            sub.add_argument("--checkpoint", type=Path,
+                             help=".th or .safetensors model file, or a folder of Open-Unmix "
+                                  "TARGET-HASH8.pth files")
+            sub.add_argument("--onnx", type=Path,
+                             help="trace this ONNX export of the HTDemucs core (STFT-free) in ONNX "
+                                  "Runtime instead of our model, on one segment of the input")
         sub.add_argument("--save-tensors", action="store_true",
                          help="also save every tensor (sibling .npz; large)")
         sub.add_argument("-o", "--output", type=Path, required=True, help="dump file (.jsonl)")
@@ -60,6 +67,54 @@ def register(subparsers) -> None:
     show.add_argument("dump", type=Path)
     show.add_argument("--name", help="only points whose name starts with this")
     show.set_defaults(func=run_print)
+
+    imported = commands.add_parser("import", help="turn another port's debug printout into a trace dump")
+    imported.add_argument("printout", type=Path)
+    imported.add_argument("--format", choices=["demucs-cpp"], required=True,
+                          help="demucs-cpp: 'Debugging tensor!: NAME' ... 'FINISHED DEBUG ...' blocks")
+    imported.add_argument("--names", type=Path,
+                          help="map file: one 'PORT_NAME MODULE.PATH' per line ('-' drops a block); "
+                               "names not in it are kept")
+    imported.add_argument("--std", choices=["population", "unbiased"], default="population",
+                          help="how the printout's stddev divides: population (demucs.cpp's C++ "
+                               "helpers, default) or unbiased (torch.std, its Python script)")
+    imported.add_argument("--digits", type=int,
+                          help="significant digits the numbers were printed with (default: detected)")
+    imported.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                          help="dtype the port ran in (default float32)")
+    imported.add_argument("-o", "--output", type=Path, required=True, help="dump file (.jsonl)")
+    imported.set_defaults(func=run_import)
+
+    golden = commands.add_parser("golden", help="write golden reference traces (weights, input, "
+                                                "PyTorch stats with the float32 floor) for a port")
+    golden.add_argument("--model-args", default="htdemucs", choices=["htdemucs", "htdemucs_6s", "defaults"],
+                        help="official architecture for random weights (default: htdemucs)")
+    golden.add_argument("--seed", type=int, default=0, help="seed of the weights and input")
+    golden.add_argument("--seconds", type=float,
+                        help="length of the generated input (default: one model segment)")
+    golden.add_argument("--tiny", action="store_true",
+                        help="toy channel counts (same layers and point names; for tests)")
+    golden.add_argument("-o", "--output", type=Path, required=True, help="folder to write")
+    golden.set_defaults(func=run_golden)
+
+    conform = commands.add_parser("conform", help="check a port's trace (dump or demucs.cpp "
+                                                  "printout) against PyTorch, layer by layer")
+    conform.add_argument("theirs", type=Path, help="their trace: a dump (.jsonl) or a printout")
+    against = conform.add_mutually_exclusive_group(required=True)
+    against.add_argument("--checkpoint", type=Path, help="the weights they ran (.th or .safetensors)")
+    against.add_argument("--golden", type=Path, help="a folder written by 'debug golden'")
+    conform.add_argument("--input", type=Path, help="the 44.1 kHz audio they ran (with --checkpoint)")
+    conform.add_argument("--seconds", type=float, default=10.0,
+                         help="length of the synthesised input when no --input (default: 10)")
+    conform.add_argument("--names", type=Path, help="map file for a printout (see 'debug import')")
+    conform.add_argument("--std", choices=["population", "unbiased"], default="population",
+                         help="how a printout's stddev divides (see 'debug import')")
+    conform.add_argument("--rtol", type=float,
+                         help="one global rtol instead of the per-point floor rule")
+    conform.add_argument("--json", type=Path, dest="json_path", help="write the diff as JSON")
+    conform.add_argument("--plot", type=Path, help="write error and floor per point as a PNG")
+    conform.add_argument("--all", action="store_true", help="list every point in the table")
+    conform.set_defaults(func=run_conform)
 
     parity = commands.add_parser("parity", help="trace both sides and diff them in one go")
     weights = parity.add_mutually_exclusive_group()
@@ -134,7 +189,17 @@ def run_dump(args) -> int:
     from rich.console import Console
 
     mix = _mix(args)
-    trace = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
+    onnx = getattr(args, "onnx", None)
+    if onnx is not None:
+        if args.checkpoint is not None or args.save_tensors:
+            raise NumbaDemucsError("--onnx traces the ONNX model alone: no --checkpoint, no --save-tensors")
+        from .onnx_trace import trace_onnx
+
+        trace = trace_onnx(onnx, mix)
+    elif args.checkpoint is None:
+        raise NumbaDemucsError("debug trace needs --checkpoint (our model) or --onnx (an ONNX core)")
+    else:
+        trace = _collect(args.side, args.checkpoint, mix, args, args.save_tensors)
     path = trace.save(args.output)
     Console(stderr=True).print(f"{len(trace)} trace points written to {path}")
     return 0
@@ -164,6 +229,107 @@ def run_print(args) -> int:
         if args.name is None or record["name"].startswith(args.name):
             print_demucs_cpp(record)
     return 0
+
+
+def run_import(args) -> int:
+    from rich.console import Console
+
+    from .importers import read_demucs_cpp, read_name_map
+
+    names = read_name_map(args.names) if args.names is not None else None
+    trace = read_demucs_cpp(args.printout, names, std=args.std, dtype=args.dtype, digits=args.digits)
+    path = trace.save(args.output)
+    digits = trace.header.get("stat_digits")
+    Console(stderr=True).print(f"{len(trace)} trace points from {args.printout} written to {path} "
+                               f"({'full precision' if digits is None else f'{digits} significant digits'})")
+    return 0
+
+
+def run_golden(args) -> int:
+    from rich.console import Console
+
+    from .golden import make_golden
+
+    manifest = make_golden(args.model_args, args.output, seed=args.seed, seconds=args.seconds,
+                           tiny=args.tiny)
+    Console(stderr=True).print(f"golden {args.model_args} (seed {args.seed}, {manifest['seconds']:g} s"
+                               f"{', tiny' if args.tiny else ''}): {manifest['points']} points, "
+                               f"{manifest['checkpoint']}, {manifest['input']}, {manifest['trace']} "
+                               f"in {args.output}")
+    return 0
+
+
+def run_conform(args) -> int:
+    from rich.console import Console
+
+    from .golden import conform, load_theirs, mode_of, read_golden, reference_with_floor
+    from .render import plot, render_floor_table
+
+    console = Console()
+    theirs = load_theirs(args.theirs, args.names, args.std)
+    if args.golden is not None:
+        if args.input is not None:
+            raise NumbaDemucsError("--input goes with --checkpoint; a golden folder has its own input")
+        golden = read_golden(args.golden)
+        reference = golden.trace
+        if not mode_of(theirs):
+            raise NumbaDemucsError(f"{args.theirs}: traced through apply_model (segment contexts); "
+                                   f"golden traces are of one model call (--segment-only)")
+    else:
+        from .parity import require_reference
+
+        require_reference()
+        segment_only = mode_of(theirs)
+        mix = _mix(args)
+        reference = reference_with_floor(args.checkpoint, mix, segment_only)
+        console.print(f"reference: PyTorch float32 (floor: float64), "
+                      f"{'one model call' if segment_only else 'apply_model'}, {mix.shape[-1] / 44100:.2f} s")
+    result = conform(theirs, reference, rtol=args.rtol)
+    if result.header_mismatches:
+        render_table_header(result, console)
+    for note in result.notes:
+        console.print(f"note: {note}", style="dim", highlight=False, markup=False)
+    render_floor_table(result, console, only_diverged=False,
+                       positions=None if args.all else _table_positions(result))
+    if theirs.header.get("stat_digits"):
+        console.print(f"their statistics were printed with {theirs.header['stat_digits']} significant "
+                      "digits: half a unit in the last digit is allowed on top of tol", style="dim",
+                      highlight=False, markup=False)
+    for side, items in (("reference", result.only_reference), ("theirs", result.only_ours)):
+        if items:
+            names = ", ".join(x["name"] for x in items[:8]) + (", ..." if len(items) > 8 else "")
+            console.print(f"{len(items)} point(s) only in {side}: {names}", highlight=False, markup=False)
+    if args.json_path is not None:
+        args.json_path.write_text(result.to_json())
+    if args.plot is not None:
+        plot(result, args.plot)
+    used = max((p["error"] / p["rtol"] for p in result.points
+                if p["error"] is not None and p["rtol"]), default=0.0)
+    if result.ok:
+        console.print(f"[green]conformant[/]: {len(result.points)} points compared, every one "
+                      f"within its tolerance (largest share used: {used:.2f})")
+        return 0
+    p = result.points[result.first_divergence_position]
+    console.print(f"[red]divergent: first divergence at {p['name']}[/] {p['context'] or ''} "
+                  f"({', '.join(p['reasons'])})", highlight=False)
+    return 1
+
+
+def render_table_header(result, console):
+    from rich.panel import Panel
+
+    console.print(Panel("\n".join(result.header_mismatches), title="header mismatch",
+                        border_style="bold red"), markup=False)
+
+
+def _table_positions(result, before=3, after=8, worst=10):
+    """Rows worth reading: around the first divergence, else the points closest to their tolerance."""
+    if result.first_divergence_position is not None:
+        k = result.first_divergence_position
+        return list(range(max(0, k - before), min(len(result.points), k + after + 1)))
+    ratio = [(p["error"] / p["rtol"] if p["error"] is not None and p["rtol"] else 0.0, i)
+             for i, p in enumerate(result.points)]
+    return sorted(i for _, i in sorted(ratio, reverse=True)[:worst])
 
 
 def run_diff(args) -> int:

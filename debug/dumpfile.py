@@ -86,7 +86,8 @@ def _normalise_tensors(tensors, n_records: int, path: Path) -> dict[str, np.ndar
 
 
 def write_dump(path, header: Mapping[str, Any], records: Sequence[Mapping[str, Any]],
-               tensors: Mapping[int, np.ndarray] | Sequence[np.ndarray | None] | None = None) -> Path:
+               tensors: Mapping[int, np.ndarray] | Sequence[np.ndarray | None] | None = None,
+               dump_id: str | None = None) -> Path:
     """Write ``records`` under ``header`` to ``path`` (and tensors to the sibling ``.npz``).
 
     ``header`` must carry ``PRODUCER_KEYS`` (values may be null, e.g. no checkpoint file);
@@ -104,7 +105,8 @@ def write_dump(path, header: Mapping[str, Any], records: Sequence[Mapping[str, A
             raise DumpError(f"{path}: header {key}={header[key]!r}, this writer only writes {expected!r}")
     records = list(records)
     arrays = _normalise_tensors(tensors, len(records), path)
-    dump_id = uuid.uuid4().hex
+    # random unless given: a reproducible file (golden traces) passes one derived from its content
+    dump_id = uuid.uuid4().hex if dump_id is None else str(dump_id)
     full_header = {"format": FORMAT, "version": VERSION, **dict(header), "std": STD_CONVENTION,
                    "records": len(records),
                    "tensors": tensors_path(path).name if arrays else None, "dump_id": dump_id}

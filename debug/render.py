@@ -41,7 +41,11 @@ def render_table(result: DiffResult, console, only_diverged: bool = False) -> No
     for note in result.notes:
         console.print(f"[dim]note: {escape(note)}[/dim]", highlight=False)
 
-    table = Table(title=f"layer-by-layer diff (rtol {result.tolerance.get('rtol'):g}, "
+    if result.tolerance.get("floor_factor"):
+        rule = f"rtol {result.tolerance['floor_factor']:g} x float32 floor per point"
+    else:
+        rule = f"rtol {result.tolerance.get('rtol'):g}"
+    table = Table(title=f"layer-by-layer diff ({rule}, "
                         f"atol {result.tolerance.get('atol'):g}, {result.tolerance.get('dtype')} rules)")
     for column, justify in (("#", "right"), ("point", "left"), ("shape", "left"), ("stat err", "right"),
                             ("rel L2", "right"), ("max abs", "right"), ("SNR dB", "right"),
@@ -78,7 +82,51 @@ def render_table(result: DiffResult, console, only_diverged: bool = False) -> No
                       f"({escape(', '.join(p['reasons']))})[/bold red]", highlight=False)
 
 
+def render_floor_table(result: DiffResult, console, only_diverged: bool = False,
+                       limit: int | None = None, positions=None) -> None:
+    """Per-layer error against the float32 rounding floor, one row per common point.
+
+    ``error`` is the point's worst relative error (statistics, and tensors when both sides
+    kept them), ``floor`` the float32 rounding floor of the reference at that point (PyTorch
+    float32 against float64), ``tol`` the point's rtol and ``x tol`` how much of it is used
+    (> 1: diverged). ``limit`` keeps the first rows (the first divergence is always shown);
+    ``positions`` shows only those points (indices into ``result.points``).
+    """
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title="per-layer error against the float32 rounding floor")
+    for column, justify in (("#", "right"), ("point", "left"), ("shape", "left"), ("error", "right"),
+                            ("floor", "right"), ("tol", "right"), ("x tol", "right"), ("status", "left")):
+        # module paths are what the reader is after: wrap them rather than cut them
+        table.add_column(column, justify=justify, overflow="fold")
+    styles = {"first_divergence": "bold red", "diverged": "yellow", "ok": "green"}
+    shown = 0
+    for position, p in enumerate(result.points):
+        if only_diverged and p["status"] == "ok":
+            continue
+        if positions is not None and position not in positions:
+            continue
+        if limit is not None and shown >= limit and p["status"] != "first_divergence":
+            continue
+        shown += 1
+        error = p["error"]
+        used = None if error is None or not p["rtol"] else error / p["rtol"]
+        status = {"first_divergence": "FIRST DIVERGENCE", "diverged": "diverged", "ok": "ok"}[p["status"]]
+        if p["reasons"] and p["status"] == "first_divergence":
+            # later points mostly inherit it; their reasons are in the JSON
+            status += ": " + ", ".join(p["reasons"])
+        if p.get("layout"):
+            status += f" ({p['layout']})"
+        table.add_row(str(position), escape(point_label(p["name"], p["context"])),
+                      "×".join(map(str, p["shape_reference"])), _fmt(error), _fmt(p.get("floor")),
+                      _fmt(p["rtol"]), _fmt(used, 2, "f"), escape(status), style=styles[p["status"]])
+    console.print(table)
+
+
 def _floor_values(result: DiffResult, floor) -> list:
+    if floor is None:
+        return [p.get("floor") for p in result.points]
     if isinstance(floor, DiffResult):
         by_key = {(p["name"], context_key(p["context"])): p["error"] for p in floor.points}
         return [by_key.get((p["name"], context_key(p["context"]))) for p in result.points]
@@ -112,7 +160,9 @@ def draw_errors(ax, result: DiffResult,
     n = len(result.points)
     errors = [p["error"] for p in result.points]
     finite = [e for e in errors if e is not None and math.isfinite(e) and e > 0]
-    floor_vals = _floor_values(result, floor) if floor is not None else None
+    floor_vals = _floor_values(result, floor)
+    if all(v is None for v in floor_vals):
+        floor_vals = None  # neither given nor carried by the reference's records
     positive = finite + [p["rtol"] for p in result.points]
     if floor_vals:
         positive += [f for f in floor_vals if f is not None and math.isfinite(f) and f > 0]

@@ -81,6 +81,12 @@ def _checked_record(position: int, record) -> dict:
             out[key] = [_plain_int(i, f"{label}: {key}") for i in value]
     for key in FLOAT_KEYS:
         out[key] = _plain_float(record[key], f"{label}: {key}")
+    if "floor" in record and record["floor"] is not None:
+        floor = record["floor"]
+        if not isinstance(floor, Mapping) or not all(k in FLOAT_KEYS for k in floor):
+            raise TraceError(f"{label}: floor must map statistics ({', '.join(FLOAT_KEYS)}) to "
+                             f"numbers, got {floor!r}")
+        out["floor"] = {k: _plain_float(v, f"{label}: floor {k}") for k, v in floor.items()}
     if out["nan"] + out["inf"] > out["count"]:
         raise TraceError(f"{label}: {out['nan']} NaN and {out['inf']} Inf in {out['count']} elements")
     return out
@@ -203,12 +209,14 @@ class Trace:
             trace._dump = dump
         return trace
 
-    def save(self, path, tensors: bool = True) -> Path:
-        """Write the trace as a dump (``path``, plus a sibling ``.npz`` when tensors are kept)."""
+    def save(self, path, tensors: bool = True, dump_id: str | None = None) -> Path:
+        """Write the trace as a dump (``path``, plus a sibling ``.npz`` when tensors are kept).
+
+        ``dump_id`` is random unless given (a reproducible file passes one of its own)."""
         from .dumpfile import write_dump
 
         kept = {i: self.tensor(i) for i in range(len(self.records))} if tensors and self.has_tensors else None
-        return write_dump(path, self.header, self.records, kept)
+        return write_dump(path, self.header, self.records, kept, dump_id=dump_id)
 
     def close(self) -> None:
         """Release the ``.npz`` a loaded trace reads its tensors from."""
