@@ -78,7 +78,8 @@ def test_killed_worker_track_is_rescheduled(dataset, tmp_path):
         processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", str(port),
                                "--no-dashboard", log=log))
         workers = [_dask("worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                         "--no-nanny", "--no-dashboard", "--name", f"w{index}", log=log)
+                         "--no-nanny", "--no-dashboard", "--name", f"w{index}",
+                         "--local-directory", str(tmp_path / f"w{index}"), log=log)
                    for index in range(2)]
         processes.extend(workers)
         with distributed.Client(address, timeout="30s") as client:
