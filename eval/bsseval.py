@@ -213,8 +213,9 @@ def _regularised_solve(gram, targets, in_place=False):
     return _solve_in_place(gram, targets)
 
 
-def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
-    """The v4 distortion filters, fitted once over the whole track.
+def distortion_filters(references, estimates, filters_len=FILTERS_LEN, every_pair=False):
+    """The distortion filters, fitted over the whole of the signals given (v4: the track;
+    v3: one frame).
 
     Returns ``(all_filters, own_filters)``:
 
@@ -222,7 +223,11 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
       channel ``cs`` of reference ``s`` to channel ``c`` of estimate ``j``, fitted against
       every reference at once;
     * ``own_filters[j, c, cs, k]``: museval's ``Cj[j, j]`` (``compute_Cj``), fitted against
-      reference ``j`` alone (the diagonal block of the same Gram matrix).
+      reference ``j`` alone (the diagonal block of the same Gram matrix). With
+      ``every_pair`` it is ``own_filters[t, j, c, cs, k]``, museval's ``Cj[t, j]``: estimate
+      ``j`` fitted against reference ``t`` alone, for every pair (what
+      ``compute_permutation`` needs); each reference's system is then solved once for the
+      channels of every estimate.
     """
     n_sources, _, n_channels = references.shape
     n_refs = n_sources * n_channels
@@ -256,10 +261,14 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
     # The own-source systems are diagonal blocks of the same regularised matrix, built
     # afresh once the big one is gone rather than copied out of it before its LU: the
     # copies would add a quarter of its size to the peak memory.
-    own_filters = np.empty((n_sources, n_channels, n_channels, filters_len))
+    estimates_solved = n_sources if every_pair else 1
+    own_filters = np.empty((n_sources, estimates_solved, n_channels, n_channels, filters_len))
     for source in range(n_sources):
         rows = slice(source * block, (source + 1) * block)
-        columns = slice(source * n_channels, (source + 1) * n_channels)
+        if every_pair:  # (s, cs, k) x (j, c): all estimates against this reference
+            columns = slice(0, n_refs)
+        else:
+            columns = slice(source * n_channels, (source + 1) * n_channels)
         low, high = source * n_channels, (source + 1) * n_channels
         try:
             own = _regularised_solve(gram_of(low, high), targets[rows, columns],
@@ -267,7 +276,11 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN):
         except np.linalg.LinAlgError:
             system = gram_of(low, high, regularised=False)
             own = np.linalg.lstsq(system, targets[rows, columns], rcond=None)[0]
-        own_filters[source] = own.reshape(n_channels, filters_len, n_channels).transpose(2, 0, 1)
+        # (cs, k, j, c) -> (j, c, cs, k)
+        own_filters[source] = own.reshape(
+            n_channels, filters_len, estimates_solved, n_channels).transpose(2, 3, 0, 1)
+    if not every_pair:
+        own_filters = own_filters[:, 0]
     return all_filters, own_filters
 
 
@@ -433,7 +446,14 @@ def bss_eval(references, estimates, sr=44100, window=1.0, hop=1.0, padding=True,
     window_samples = _window_samples(window, sr)
     hop_samples = _window_samples(hop, sr)
     bounds = frame_bounds(n_samples, window_samples, hop_samples)
+    return images_v4(references, estimates, bounds, filters_len)
 
+
+def images_v4(references, estimates, bounds, filters_len=FILTERS_LEN):
+    """The v4 images criteria of checked ``(sources, samples, channels)`` arrays, one frame
+    per ``(start, stop)`` of ``bounds``: ``(SDR, ISR, SIR, SAR)``, each ``(sources, frames)``.
+    """
+    n_sources, _, n_channels = references.shape
     all_filters, own_filters = distortion_filters(references, estimates, filters_len)
     longest = max(stop - start for start, stop in bounds)
     padded = longest + filters_len - 1

@@ -422,6 +422,9 @@ def _run_dask(todo, address, record, fail):
                     fail(task, future.exception())
                 else:
                     record(task, future.result())
+                # Drop the result from the worker once its JSON is written: a worker lost
+                # later would otherwise make the scheduler compute this track again.
+                future.release()
         except BaseException:
             client.cancel(futures)
             raise
