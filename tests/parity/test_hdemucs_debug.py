@@ -9,9 +9,8 @@ import torch
 import numba_demucs
 from numba_demucs import trace
 from numba_demucs._threads import blas_threads
-from numba_demucs.debug import collect, reference
-from numba_demucs.debug.diff import diff_dumps
-from numba_demucs.debug.dumpfile import read_dump, write_dump
+from numba_demucs.debug import reference
+from numba_demucs.debug.parity import parity
 
 from ..conftest import snr_db
 from .test_trace import golden_names
@@ -89,19 +88,21 @@ MUTATIONS = [
 
 
 @pytest.fixture(scope="module")
-def reference_dump(small_mmi):
-    folder, path, mix = small_mmi
-    header, records, _, _ = collect.trace_reference(path, mix)
-    return read_dump(write_dump(folder / "reference.jsonl", header, records))
+def unbroken(small_mmi):
+    _, path, mix = small_mmi
+    report = parity(path, mix)
+    assert report.passed and report.diff.ok
+    assert report.reference.header["model"] == report.ours.header["model"] == \
+        "HDemucs[drums,bass,other,vocals]"
+    return report
 
 
 @pytest.mark.parametrize("parameter,point", MUTATIONS)
-def test_diff_names_the_scaled_layer(small_mmi, reference_dump, parameter, point):
-    folder, path, mix = small_mmi
+def test_diff_names_the_scaled_layer(small_mmi, unbroken, parameter, point):
+    _, path, mix = small_mmi
     model = numba_demucs.load_model(path)
     dict(model.parameters())[parameter] *= np.float32(1.01)
-    header, records, _, _ = collect.trace_ours(path, mix, model=model)
-    result = diff_dumps(reference_dump, read_dump(write_dump(folder / "ours.jsonl", header, records)))
+    result = parity(path, mix, model=model, reference=unbroken.reference).diff
     assert not result.ok
     assert result.first_divergence == point
     first = result.first_divergence_position
