@@ -3,6 +3,10 @@ mdx's shape: two time-domain Demucs and two HDemucs (one with the magnitude spec
 MDX padding bug and no GroupNorm as c511e2ab, one with MultiWrap bands as 7d865c68), mdx's
 weight matrix and ``segment: 44``, which demucs sets on every member that is not an HTDemucs.
 Small widths; both command lines run here on the same files; the stems must agree to 90 dB.
+A second run with ``--segment 2`` (demucs allows any segment when no member is an HTDemucs)
+cuts the 6 s track into four chunks: the Demucs members get chunks padded to their
+valid_length with the track's own neighbouring audio, the HDemucs members a shorter last
+chunk; ours runs it with ``--stream``.
 """
 import os
 import subprocess
@@ -31,9 +35,10 @@ def _run(*command):
     return result
 
 
-@pytest.fixture(scope="module")
-def separated(tmp_path_factory):
+@pytest.fixture(scope="module", params=[(), ("--segment", "2")], ids=["bag-segment", "segment-2"])
+def separated(request, tmp_path_factory):
     folder = tmp_path_factory.mktemp("bag-versus")
+    options = list(request.param)
     repo = folder / "repo"
     repo.mkdir()
     for seed, (signature, architecture) in enumerate(MEMBERS):
@@ -43,10 +48,12 @@ def separated(tmp_path_factory):
         {"models": [sig for sig, _ in MEMBERS], "weights": WEIGHTS, "segment": 44}))
     song = (0.5 * reference.music_like_signal(6.0, seed=5)).astype(np.float32)
     soundfile.write(folder / "song.wav", song.T, 44100, subtype="FLOAT")
+    stream = ["--stream"] if options else []
     _run(sys.executable, "-m", "numba_demucs.cli", "separate", "--repo", str(repo), "-n", NAME,
-         "--shifts", "0", "--float32", "-o", str(folder / "ours"), str(folder / "song.wav"))
+         "--shifts", "0", "--float32", *options, *stream, "-o", str(folder / "ours"),
+         str(folder / "song.wav"))
     _run(sys.executable, "-m", "demucs.separate", "--repo", str(repo), "-n", NAME,
-         "--shifts", "0", "--float32", "-d", "cpu", "-o", str(folder / "theirs"),
+         "--shifts", "0", "--float32", *options, "-d", "cpu", "-o", str(folder / "theirs"),
          str(folder / "song.wav"))
     return folder
 

@@ -6,8 +6,9 @@ magnitude spectrogram and GroupNorm; mdx's 7d865c68 with frequency bands, MultiW
 two outer layers) at 8 channels, with perturbed weights saved in float16
 as the official files are; both sides load the same file. 5 s of audio put 215 steps into
 the BLSTMs of encoder 4, so demucs' 200-step windows with stride 100 are in play. Through
-apply_model: a small hdemucs_mmi on 20 s in 8 s segments (four chunks, the last one shorter:
-HDemucs takes every chunk at its own length), and the full-width hdemucs_mmi on 20 s.
+apply_model: small hdemucs_mmi, c511e2ab and 7d865c68 on 20 s in 8 s segments (four chunks,
+the last one shorter: HDemucs takes every chunk at its own length), and the full-width
+hdemucs_mmi on 20 s (one chunk of its 40 s segment; 862 BLSTM steps in encoder 4).
 """
 import numpy as np
 import pytest
@@ -55,6 +56,7 @@ def test_float64_segment_parity(small):
     with blas_threads(1):
         out = load_model(path, dtype=np.float64).forward(mix)
     snr = snr_db(expected, out)
+    print(f"per-source SNR (dB): {np.round(snr, 1)}")  # shown by pytest -rP
     assert snr.min() >= 200, f"{name}: per-source SNR {snr}"
 
 
@@ -66,12 +68,14 @@ def test_float32_segment_parity(small):
     with blas_threads(1):
         out = load_model(path).forward(mix)
     snr = snr_db(expected, out)
+    print(f"per-source SNR (dB): {np.round(snr, 1)}")  # shown by pytest -rP
     assert snr.min() >= 110, f"{name}: per-source SNR {snr}"
 
 
-def test_float32_apply_model_parity_on_short_segments(tmp_path):
+@pytest.mark.parametrize("architecture", ["hdemucs_mmi", "hdemucs_c511e2ab", "hdemucs_7d865c68"])
+def test_float32_apply_model_parity_on_short_segments(tmp_path, architecture):
     """20 s in 8 s segments: four chunks, the last one shorter than the others."""
-    path = reference.save_th(reference.build_model("hdemucs_mmi", seed=6, **SMALL), tmp_path)
+    path = reference.save_th(reference.build_model(architecture, seed=6, **SMALL), tmp_path)
     mix = reference.music_like_signal(20, seed=2)
     expected = _torch_apply(path, mix)
     ours = load_model(path)
@@ -79,6 +83,7 @@ def test_float32_apply_model_parity_on_short_segments(tmp_path):
     with blas_threads(1):
         out = apply_model(ours, mix[None], shifts=0, split=True, overlap=0.25, jobs=1)[0]
     snr = snr_db(expected, out)
+    print(f"per-source SNR (dB): {np.round(snr, 1)}")  # shown by pytest -rP
     assert snr.min() >= 110, f"per-source SNR {snr}"
 
 
@@ -96,4 +101,5 @@ def test_full_width_hdemucs_mmi_through_apply_model(tmp_path):
     assert ours.config.channels == 48 and ours.config.depth == 6
     out = apply_model(ours, mix[None], shifts=0, split=True, overlap=0.25)[0]
     snr = snr_db(expected, out)
+    print(f"per-source SNR (dB): {np.round(snr, 1)}")  # shown by pytest -rP
     assert snr.min() >= 110, f"per-source SNR {snr}"
