@@ -349,6 +349,30 @@ def test_legacy_fallback_download_and_cache(remote, served, tables, tmp_path):
     assert pretrained.resolve(SIGS[1]) == folder / legacy_files[SIGS[1]].split("/")[1]
 
 
+def test_legacy_download_of_a_demucs_v3_bag(remote, served, monkeypatch, tmp_path):
+    """A bag of an HDemucs and a time-domain Demucs through the legacy SIG-CHECKSUM.th path
+    (no Hugging Face repository), its segment set on both members as demucs does."""
+    root = served[0]
+    files = {}
+    for seed, (sig, architecture) in enumerate((("bbbb0001", "hdemucs_mmi"),
+                                                ("bbbb0002", "demucs_0d19c1c6"))):
+        model = reference.build_model(architecture, seed=seed, channels=8)
+        files[sig] = "test/" + reference.save_th(model, root / "test", sig).name
+    monkeypatch.setattr(catalog, "LEGACY_FILES", {**catalog.LEGACY_FILES, **files})
+    monkeypatch.setattr(catalog, "BAGS", {**catalog.BAGS,
+                                          "v3bag": catalog.BagSpec(tuple(files), segment=44)})
+    monkeypatch.setattr(catalog, "IMPLEMENTED", catalog.IMPLEMENTED | set(files))
+    monkeypatch.setattr(catalog, "CLASSES", {**catalog.CLASSES, "bbbb0001": "HDemucs",
+                                             "bbbb0002": "Demucs"})
+    assert pretrained.list_models()["v3bag"].startswith("bag of 1 HDemucs + 1 Demucs")
+    server = remote()
+    bag = numba_demucs.load_model("v3bag")
+    assert [type(m).__name__ for m in bag.models] == ["HDemucs", "Demucs"]
+    assert [m.segment for m in bag.models] == [44, 44]   # HDemucs' own was 40
+    assert "adefossez/Demucs-v3bag/resolve/main/v3bag.yaml" in server.log   # tried first
+    assert [p for p in server.log if p.startswith("test/")] == list(files.values())
+
+
 def test_legacy_corrupted_cache_is_fetched_again(remote, served, tables, tmp_path):
     root, _, legacy_files = served
     server = remote()
