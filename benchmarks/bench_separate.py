@@ -22,6 +22,13 @@ transformer, decoders) of one 60 s run on each side, plotted side by side.
 
     python benchmarks/bench_separate.py                      # 60 s and 240 s, 3 repeats
     python benchmarks/bench_separate.py --seconds 20 --repeat 1 --no-cold   # quick look
+    python benchmarks/bench_separate.py --arch hdemucs_mmi --seconds 60 --repeat 1 \
+        --no-cold --no-profile --no-jobs1        # demucs v3 (HDemucs), 44 s segments
+
+``--arch hdemucs_mmi`` builds hdemucs_mmi's architecture (HDemucs, 48 channels, depth 6,
+BLSTM and LocalState in the two innermost layers) with the 44 s segment its bag sets, as
+``demucs -n hdemucs_mmi`` runs it. torch's flop counter does not count the LSTMs, so the
+GFLOP/s figure is a lower bound there.
 """
 from __future__ import annotations
 
@@ -36,6 +43,9 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ["stft", "encoders", "transformer", "decoders", "other"]
+# the segment each architecture runs at (htdemucs: its training segment; hdemucs_mmi: the
+# segment its bag yaml sets)
+SEGMENT = {"htdemucs": 7.8, "htdemucs_6s": 7.8, "hdemucs_mmi": 44}
 
 
 # -- workers (run as ``python bench_separate.py --worker ...``) ---------------------------
@@ -254,7 +264,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, nargs="+", default=[60.0, 240.0])
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--arch", default="htdemucs", choices=["htdemucs", "htdemucs_6s"])
+    parser.add_argument("--arch", default="htdemucs", choices=sorted(SEGMENT))
     parser.add_argument("--no-cold", action="store_true", help="skip the empty-cache run")
     parser.add_argument("--no-profile", action="store_true", help="skip the per-stage run")
     parser.add_argument("--no-jobs1", action="store_true",
@@ -285,7 +295,10 @@ def main():
     results = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "cores": len(os.sched_getaffinity(0)), "load_before": os.getloadavg(), "lengths": {}}
     with tempfile.TemporaryDirectory() as folder:
-        checkpoint = str(reference.save_th(reference.build_model(args.arch, seed=0), folder))
+        extra = {"segment": SEGMENT[args.arch]} if args.arch == "hdemucs_mmi" else {}
+        checkpoint = str(reference.save_th(reference.build_model(args.arch, seed=0, **extra),
+                                           folder))
+        results["arch"] = args.arch
         inputs = {}
         for seconds in [*args.seconds, 7.8]:
             inputs[seconds] = os.path.join(folder, f"mix_{seconds:g}.npy")
@@ -313,7 +326,8 @@ def main():
         print(f"import numba_demucs, warm cache: {results['import_s']:.2f} s (median of 3)", flush=True)
         flops = side("torch", 7.8, "--flops")["segment_flops"]
         results["segment_flops"] = flops
-        print(f"FLOPs per {7.8} s segment (torch flop counter): {flops / 1e9:.1f} G", flush=True)
+        print(f"FLOPs per {SEGMENT[args.arch]} s segment (torch flop counter): "
+              f"{flops / 1e9:.1f} G", flush=True)
 
         for seconds in args.seconds:
             runs = {"ours": [], "torch": []}
@@ -330,7 +344,8 @@ def main():
                     print(f"  {seconds:g} s {name:5s} run {repeat + 1}: "
                           f"{runs[name][-1]['separate_s']:.1f} s, "
                           f"peak RSS {runs[name][-1]['peak_rss_mib']:.0f} MiB", flush=True)
-            segments = len(range(0, int(seconds * 44100), int(0.75 * int(7.8 * 44100))))
+            segments = len(range(0, int(seconds * 44100),
+                                 int(0.75 * int(SEGMENT[args.arch] * 44100))))
             summary = {}
             for name, reports in runs.items():
                 median = statistics.median(r["separate_s"] for r in reports)
@@ -354,7 +369,8 @@ def main():
             if args.plot:
                 _plot(results["profile"], args.plot)
     results["load_after"] = os.getloadavg()
-    print(f"load average before {results['load_before'][0]:.1f}, after {results['load_after'][0]:.1f}")
+    print(f"{args.arch}: load average before {results['load_before'][0]:.1f}, "
+          f"after {results['load_after'][0]:.1f}")
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=1)

@@ -122,7 +122,9 @@ def register(subparsers) -> None:
                          help=".th or .safetensors model file, or a folder of Open-Unmix "
                               "TARGET-HASH8.pth files")
     weights.add_argument("--model-args", default="htdemucs",
-                         choices=["htdemucs", "htdemucs_6s", "defaults", "umxl", "umxhq", "umx"],
+                         choices=["htdemucs", "htdemucs_6s", "defaults", "hdemucs_mmi",
+                                  "hdemucs_c511e2ab", "hdemucs_7d865c68", "hdemucs_5d2d6c55",
+                                  "demucs_0d19c1c6", "demucs_9a6b4851", "umxl", "umxhq", "umx"],
                          help="official architecture for random weights (default: htdemucs)")
     parity.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parity.add_argument("--floor", action="store_true",

@@ -40,11 +40,11 @@ class _Recorder:
         return Trace(header, self.records, self.tensors if self.save_tensors else None, output=output)
 
 
-def _header(producer, sources, checkpoint, mix, dtype, segment_only):
+def _header(producer, model, checkpoint, mix, dtype, segment_only):
     return {
         "producer": producer,
-        "model": _model_name(sources),
-        "sources": list(sources),
+        "model": _model_name(type(model).__name__, model.sources),
+        "sources": list(model.sources),
         "checkpoint_sha256": sha256_of_file(checkpoint),
         "input_sha256": sha256_of_array(np.asarray(mix, dtype=np.float32)),
         "dtype": np.dtype(dtype).name,
@@ -59,8 +59,9 @@ def segment_of(mix, model, segment_only):
     return mix[:, : int(model.segment * model.samplerate)]
 
 
-def _model_name(sources):
-    return f"HTDemucs[{','.join(sources)}]"
+def _model_name(class_name, sources):
+    """``HDemucs[drums,bass,other,vocals]``: ours and PyTorch's classes have the same names."""
+    return f"{class_name}[{','.join(sources)}]"
 
 
 def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_tensors=False,
@@ -79,7 +80,7 @@ def trace_ours(checkpoint: Path, mix, dtype="float32", segment_only=False, save_
             output = model(batch)
         else:
             output = apply_model(model, batch, shifts=0)
-    header = _header(f"numba-demucs {__version__}", model.sources,
+    header = _header(f"numba-demucs {__version__}", model,
                      checkpoint, mix, model.dtype, segment_only)
     return recorder.trace(header, output[0])
 
@@ -108,5 +109,5 @@ def trace_reference(checkpoint: Path, mix, dtype="float32", segment_only=False, 
     finally:
         torch.set_default_dtype(previous)
     header = _header(f"demucs {demucs.__version__} (torch {torch.__version__})",
-                     model.sources, checkpoint, mix, dtype, segment_only)
+                     model, checkpoint, mix, dtype, segment_only)
     return recorder.trace(header, output)

@@ -21,6 +21,19 @@ def _key(name, context):
     return name, tuple(sorted(context.items()))
 
 
+def _occurrences(points):
+    """``{(key, k): tensor}`` for ``(name, context, tensor)`` points: a module used more than
+    once per call (demucs' Demucs shares one nn.GLU among its layers) reports the same name
+    and context each time, told apart here by the occurrence ``k``."""
+    seen, keyed = {}, {}
+    for name, context, tensor in points:
+        key = _key(name, context)
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        keyed[key, k] = tensor
+    return keyed
+
+
 def _relative_l2(reference, ours):
     reference = np.asarray(reference, dtype=np.float64)
     denominator = np.linalg.norm(reference)
@@ -29,11 +42,17 @@ def _relative_l2(reference, ours):
 
 
 def run_ours(model, mix, segment_only, substitute=None):
-    """Our trace ``[(name, context, tensor)]``; ``substitute`` maps (name, context) to tensors."""
+    """Our trace ``[(name, context, tensor)]``; ``substitute`` maps ((name, context), occurrence)
+    to tensors (see ``_occurrences``)."""
+    seen = {}
+
     def replace(name, context, array):
         if substitute is None:
             return None
-        reference = substitute.get(_key(name, context))
+        key = _key(name, context)
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        reference = substitute.get((key, k))
         if reference is None or reference.size != array.size:
             return None
         return np.ascontiguousarray(reference.reshape(array.shape), dtype=array.dtype)
@@ -57,15 +76,16 @@ def isolate(reference, model, mix, segment_only=False):
         raise ValueError("isolate needs the reference's tensors: collect it with save_tensors=True")
     reference_points = [(name, context, tensor) for name, context, tensor in reference.points()
                         if tensor is not None]
-    lookup = {_key(name, context): tensor for name, context, tensor in reference_points}
-    normal = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only)}
-    isolated = {_key(n, c): t for n, c, t in run_ours(model, mix, segment_only, lookup)}
+    reference_points_names = _occurrences((n, c, (n, c)) for n, c, _ in reference_points)
+    lookup = _occurrences(reference_points)
+    normal = _occurrences(run_ours(model, mix, segment_only))
+    isolated = _occurrences(run_ours(model, mix, segment_only, lookup))
     rows = []
-    for name, context, tensor in reference_points:
-        key = _key(name, context)
-        if key not in normal or key not in isolated:
+    for (key, k), tensor in lookup.items():
+        name, context = reference_points_names[key, k]
+        if (key, k) not in normal or (key, k) not in isolated:
             continue
         rows.append({"name": name, "context": context,
-                     "total": _relative_l2(tensor, normal[key]),
-                     "local": _relative_l2(tensor, isolated[key])})
+                     "total": _relative_l2(tensor, normal[key, k]),
+                     "local": _relative_l2(tensor, isolated[key, k])})
     return rows

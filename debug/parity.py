@@ -83,7 +83,8 @@ def parity(checkpoint, mix, *, dtype="float32", segment_only=False, isolate=Fals
     """Trace PyTorch demucs and our model on ``mix (channels, samples)`` and compare them.
 
     ``checkpoint`` is a model file, or the name of an official architecture
-    (``reference.ARCHITECTURES``: "htdemucs", "htdemucs_6s", "defaults") whose seeded
+    (``reference.ARCHITECTURES``: "htdemucs", "htdemucs_6s", "defaults";
+    ``HDEMUCS_ARCHITECTURES``: "hdemucs_mmi", ...; ``DEMUCS_ARCHITECTURES``) whose seeded
     random weights (``seed``) are saved to a temporary file for both sides to load.
     ``model`` may be our loaded (possibly edited) model of that checkpoint; ``reference`` a
     reference trace already collected on the same checkpoint and mix (it must carry its
@@ -106,7 +107,9 @@ def parity(checkpoint, mix, *, dtype="float32", segment_only=False, isolate=Fals
 
             name, checkpoint = checkpoint, Path(folder) / checkpoint
             reference_umx.save_targets(reference_umx.build_separator(name, seed=seed), checkpoint)
-        elif isinstance(checkpoint, str) and checkpoint in torch_side.ARCHITECTURES:
+        elif isinstance(checkpoint, str) and checkpoint in {
+                **torch_side.ARCHITECTURES, **torch_side.HDEMUCS_ARCHITECTURES,
+                **torch_side.DEMUCS_ARCHITECTURES}:
             checkpoint = torch_side.save_th(torch_side.build_model(checkpoint, seed=seed), Path(folder))
         if collect_umx.is_openunmix_folder(checkpoint):
             # Open-Unmix runs the whole track: no segments

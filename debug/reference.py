@@ -32,6 +32,27 @@ ARCHITECTURES = {
     "defaults": dict(sources=FOUR_SOURCES),
 }
 
+# demucs v3 (HDemucs) and its time-only Demucs, with the arguments that differ from demucs'
+# conf defaults in each published file (see docs/architecture.md, "Supported models").
+HDEMUCS_ARCHITECTURES = {
+    # 75fc33f5 (hdemucs_mmi), mdx_extra's e51eebcc / cfa93e08, repro_mdx_a's hybrids
+    "hdemucs_mmi": dict(sources=FOUR_SOURCES, segment=40),
+    # mdx c511e2ab: magnitude spectrogram + phase of the mix, MDX padding bug, no GroupNorm
+    "hdemucs_c511e2ab": dict(sources=FOUR_SOURCES, cac=False, hybrid_old=True, norm_starts=999,
+                             segment=40),
+    # mdx 7d865c68: frequency bands (MultiWrap) in the two outer layers, no GroupNorm
+    "hdemucs_7d865c68": dict(sources=FOUR_SOURCES, norm_starts=999, multi_freqs=[0.1, 0.3],
+                             multi_freqs_depth=2, segment=40),
+    # mdx_extra 5d2d6c55: magnitude spectrogram, GroupNorm from layer 4
+    "hdemucs_5d2d6c55": dict(sources=FOUR_SOURCES, cac=False, segment=40),
+}
+DEMUCS_ARCHITECTURES = {
+    # mdx 0d19c1c6 / 7ecf8ec1
+    "demucs_0d19c1c6": dict(sources=FOUR_SOURCES, channels=64, rewrite=False, normalize=True),
+    # repro_mdx_a 9a6b4851 / 1ef250f1
+    "demucs_9a6b4851": dict(sources=FOUR_SOURCES, channels=64, normalize=True),
+}
+
 # Overrides for build_model: an architecture's layers and trace points at toy width with a
 # 0.5 s segment, so both sides trace a second of audio in seconds (tests, notebooks).
 # dconv_comp=4 keeps two channels in the outer DConv branches (one would make their conv bias
@@ -39,16 +60,30 @@ ARCHITECTURES = {
 TINY = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), bottom_channels=32)
 
 
+LSTM_GAIN = 8.0
+PROJ_GAIN = 8.0
+DEEP_SCALE = (1.0, 2.0)
+
+
 def build_model(architecture="htdemucs", seed=0, perturb=True, **overrides):
-    """A randomly initialised demucs HTDemucs with the named architecture, in eval mode."""
+    """A randomly initialised demucs model with the named architecture, in eval mode:
+    HTDemucs (``ARCHITECTURES``), HDemucs (``HDEMUCS_ARCHITECTURES``) or Demucs
+    (``DEMUCS_ARCHITECTURES``)."""
     import torch
+    from demucs.demucs import Demucs
+    from demucs.hdemucs import HDemucs
     from demucs.htdemucs import HTDemucs
 
-    kwargs = dict(ARCHITECTURES[architecture])
+    if architecture in HDEMUCS_ARCHITECTURES:
+        klass, kwargs = HDemucs, dict(HDEMUCS_ARCHITECTURES[architecture])
+    elif architecture in DEMUCS_ARCHITECTURES:
+        klass, kwargs = Demucs, dict(DEMUCS_ARCHITECTURES[architecture])
+    else:
+        klass, kwargs = HTDemucs, dict(ARCHITECTURES[architecture])
     kwargs.update(overrides)
     sources = kwargs.pop("sources")
     torch.manual_seed(seed)
-    model = HTDemucs(sources, **kwargs)
+    model = klass(sources, **kwargs)
     if perturb:
         perturb_parameters(model, seed)
     return model.eval()
@@ -62,6 +97,8 @@ def perturb_parameters(model, seed=0):
     rescaled conv biases would let a broken DConv, norm or transformer branch hide under
     rounding. Query and key projections are doubled so attention is far from uniform.
     Modules are recognised by type, since DConv's norms are unnamed Sequential items.
+    LSTM weights and biases keep PyTorch's U(-1/sqrt(H), 1/sqrt(H)) init, which leaves
+    the gates unsaturated and every gate's bias distinct.
     """
     import torch
     from torch import nn
@@ -73,8 +110,13 @@ def perturb_parameters(model, seed=0):
             return std * torch.randn(shape, generator=generator)
         return low + (high - low) * torch.rand(shape, generator=generator)
 
+    from demucs.demucs import BLSTM, LocalState
+
     with torch.no_grad():
         for module in model.modules():
+            if isinstance(module, BLSTM):
+                # the LSTM's output next to its skip connection would be a small correction
+                module.linear.weight *= LSTM_GAIN
             if isinstance(module, nn.MultiheadAttention):
                 # Random projections leave attention close to uniform, where the queries
                 # hardly matter; sharper scores make every projection count.
@@ -87,6 +129,23 @@ def perturb_parameters(model, seed=0):
                     parameter.copy_(draw(parameter.shape, 0.05, 0.5))
                 elif name.endswith("bias"):
                     parameter.copy_(draw(parameter.shape, std=0.5 if norm else 0.1))
+        for module in model.modules():
+            if isinstance(module, nn.Sequential) and any(
+                    isinstance(m, (BLSTM, LocalState)) for m in module):
+                # the branches with a BLSTM or LocalState sit deepest in the U-Net, where a
+                # small LayerScale would make everything inside them a small correction
+                module[-1].scale.copy_(draw(module[-1].scale.shape, *DEEP_SCALE))
+            if isinstance(module, LocalState):
+                # demucs starts the decay projection near zero (x0.01, bias -2): the window
+                # would hardly depend on the query. A wider, query-dependent window, sharper
+                # queries and keys, and a larger output projection, so that the attention
+                # is not lost in its residual.
+                module.query_decay.weight *= 50.0
+                module.query_decay.bias.copy_(draw(module.query_decay.bias.shape, std=0.5) - 3.0)
+                module.query.weight *= 4.0
+                module.query.bias.copy_(draw(module.query.bias.shape, std=1.0))
+                module.key.weight *= 4.0
+                module.proj.weight *= PROJ_GAIN
     return model
 
 
@@ -200,7 +259,10 @@ class ReferenceTracer:
             self._instrument(member, index if len(models) > 1 else None)
 
     def _emit(self, name, tensor):
-        self.sink(name, dict(self.context), leading_squeezed(tensor.detach().cpu().numpy()))
+        # a copy: demucs may change a module's output in place after its hook ran
+        # (MultiWrap's decoder bands overlap-add into the previous band's output)
+        self.sink(name, dict(self.context),
+                  leading_squeezed(tensor.detach().cpu().numpy().copy()))
 
     def _instrument(self, model, model_index):
         from torch import nn
@@ -232,7 +294,11 @@ class ReferenceTracer:
             self._emit("output.sources", output)
 
         self._handles.append(model.register_forward_pre_hook(root_pre_hook))
-        self._handles.append(model.register_forward_hook(root_hook))
+        def plain_root_hook(_module, _inputs, output):
+            self._emit("output.sources", output)
+
+        self._handles.append(model.register_forward_hook(
+            root_hook if hasattr(model, "tdecoder") else plain_root_hook))
         for name, module in model.named_modules():
             if not name or isinstance(module, nn.Dropout):
                 continue
@@ -243,6 +309,8 @@ class ReferenceTracer:
                 input_hook("crosstransformer.input.freq")))
             self._handles.append(transformer.layers_t[0].register_forward_pre_hook(
                 input_hook("crosstransformer.input.time")))
+        if not hasattr(model, "tdecoder"):
+            return  # time-domain Demucs: module points, the input and the output only
         last_tdecoder = model.tdecoder[-1]
 
         def keep_time_output(_module, _inputs, output):

@@ -18,11 +18,14 @@ from .errors import (AudioError, CheckpointError, ChecksumError, DownloadError, 
                      UnsupportedModelError)
 from .loading import load_model
 from .models.bag import BagOfModels
+from .models.demucs import Demucs
+from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
 from .separator import Separator, separate_file
 
 __all__ = [
-    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "BagOfModels",
+    "apply_model", "load_model", "Separator", "separate_file", "HTDemucs", "HDemucs", "Demucs",
+    "BagOfModels",
     "NumbaDemucsError",
     "CheckpointError", "UnsafeCheckpointError", "UnsupportedModelError", "AudioError",
     "EvaluationError", "UnknownModelError", "DownloadError", "ChecksumError", "pretrained",

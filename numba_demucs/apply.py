@@ -65,10 +65,11 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     if segment is not None:
         if segment <= 0:
             raise NumbaDemucsError(f"segment must be positive, got {segment}")
-        if segment > model.segment:
+        if segment > segments.longest_segment(model):
             raise NumbaDemucsError(
-                f"segment {segment} s is longer than the model's {float(model.segment):.2f} s; "
-                "a transformer model cannot run on longer segments than it was trained on")
+                f"segment {segment} s is longer than the model's "
+                f"{segments.longest_segment(model):.2f} s; a transformer model cannot run on "
+                "longer segments than it was trained on")
     if jobs is not None and jobs < 1:
         raise NumbaDemucsError(f"jobs must be >= 1, got {jobs}")
     rng = random if seed is None else random.Random(seed)

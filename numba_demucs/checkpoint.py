@@ -327,7 +327,7 @@ def _package_from_dict(package, path: Path) -> ModelPackage:
         raise CheckpointError(f"{path}: state is not a dictionary of tensors")
     if state.get("__quantized"):
         raise UnsupportedModelError(
-            f"{path}: quantized (diffq) checkpoints are not supported")
+            f"{path}: quantized (DiffQ) checkpoints are not supported yet (issue 17)")
     for key, value in state.items():
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
             raise CheckpointError(f"{path}: state entry {key} is not a numeric tensor")

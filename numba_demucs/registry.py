@@ -7,7 +7,7 @@ A checkpoint names its model class (``demucs.htdemucs.HTDemucs`` in a ``.th`` pi
 checkpoint readers accept exactly the registered classes, and ``loading`` builds a model as
 ``family.model(family.read_config(args, kwargs, origin), state, dtype, origin)``.
 
-A new model class registers at the end of this file, next to HTDemucs.
+A new model class registers at the end of this file, next to HTDemucs, HDemucs and Demucs.
 """
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ import dataclasses
 from typing import Any, Callable
 
 from .errors import UnsupportedModelError
-from .models.config import HTDemucsConfig
+from .models.config import DemucsConfig, HDemucsConfig, HTDemucsConfig
+from .models.demucs import Demucs
+from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
 
 
@@ -78,3 +80,5 @@ def lookup(class_name: str, origin) -> ModelFamily:
 # -- the families we implement (a new model class registers here) -------------------------
 
 register(ModelFamily("HTDemucs", HTDemucs, HTDemucsConfig.from_arguments, ("demucs.htdemucs",)))
+register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",)))
+register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",)))

@@ -63,6 +63,16 @@ def read_window(base, start: int, stop: int):
     return out
 
 
+def longest_segment(model) -> float:
+    """The longest ``segment`` (seconds) a model or bag may be run with, as demucs'
+    ``separate`` allows: a transformer model's (``segment_fixes_input_length``) own segment,
+    the shortest of them in a bag; no limit for HDemucs and Demucs, which take any length."""
+    members = model.models if isinstance(model, BagOfModels) else [model]
+    limits = [float(member.segment) for member in members
+              if getattr(member, "segment_fixes_input_length", False)]
+    return min(limits, default=float("inf"))
+
+
 def input_length(model, chunk_length: int, segment) -> int:
     """Samples the model is given for a chunk of ``chunk_length``, as demucs.apply pads.
 

@@ -25,6 +25,7 @@ from .apply import apply_model
 from .errors import AudioError, NumbaDemucsError
 from .loading import load_file, load_named
 from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
+from .segments import longest_segment
 from .standardise import Standardisation
 
 _SIGNED_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}")
@@ -70,9 +71,9 @@ class Separator:
         if segment is not None and self.whole_track:
             raise NumbaDemucsError(f"--segment: model {self.name} separates the whole track "
                                    "at once (its LSTM runs over all of it); it has no segments")
-        if segment is not None and segment > float(self.model.segment):
+        if segment is not None and segment > longest_segment(self.model):
             raise NumbaDemucsError(
-                f"--segment {segment} is longer than the {float(self.model.segment):.2f} s "
+                f"--segment {segment} is longer than the {longest_segment(self.model):.2f} s "
                 f"model {self.name} was trained on; a transformer model cannot run on longer "
                 "segments")
         self.shifts = shifts

@@ -108,6 +108,24 @@ class Conv(Layer):
         return self.emit(out)
 
 
+class Linear(Layer):
+    """nn.Linear on ``(..., features)``."""
+
+    def __init__(self, name, reader: StateReader):
+        super().__init__(name)
+        self.weight = reader.take(f"{name}.weight")
+        self.bias = reader.take(f"{name}.bias")
+
+    def __call__(self, x):
+        out = self.product(x)
+        out += self.bias
+        return self.emit(out)
+
+    def product(self, x):
+        """``x @ weightᵀ``, without the bias."""
+        return x @ self.weight.T
+
+
 class GroupNorm(Layer):
     """nn.GroupNorm; input ``(channels, ...)`` for one item or ``(batch, channels, ...)``."""
 

@@ -11,6 +11,8 @@ from .. import trace
 from ..kernels import activations, conv, norm
 from .base import (GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, fused, gelu,
                    glu_channels)
+from .local_state import LocalState
+from .lstm import BLSTM
 
 
 # Elements of a DConv branch's 1x1-conv output made at once (4 MB of float32)
@@ -54,15 +56,36 @@ class DConvBranch(Layer):
     no column copy. Trace points still see PyTorch's layout.
     """
 
-    def __init__(self, name, reader: StateReader, dilation, kernel=3):
+    def __init__(self, name, reader: StateReader, dilation, kernel=3, lstm=False, attn=False):
         super().__init__(name)
         self.conv_in = Conv(f"{name}.0", reader, padding=dilation * (kernel // 2), dilation=dilation)
         self.norm_in = GroupNorm(f"{name}.1", reader, groups=1, batched=True)
         self.activation = GELU(f"{name}.2")
-        self.conv_out = Conv(f"{name}.3", reader)
-        self.norm_out = GroupNorm(f"{name}.4", reader, groups=1, batched=True)
-        self.gate = GLU(f"{name}.5")
-        self.layer_scale = LayerScale(f"{name}.6", reader)
+        # demucs inserts the BLSTM, then LocalState, after the GELU (Sequential indices 3, 4)
+        index = 3
+        self.lstm = self.attn = None
+        if lstm:
+            self.lstm = BLSTM(f"{name}.{index}", reader, num_layers=2, max_steps=200, skip=True)
+            index += 1
+        if attn:
+            self.attn = LocalState(f"{name}.{index}", reader, heads=4, ndecay=4)
+            index += 1
+        self.conv_out = Conv(f"{name}.{index}", reader)
+        self.norm_out = GroupNorm(f"{name}.{index + 1}", reader, groups=1, batched=True)
+        self.gate = GLU(f"{name}.{index + 2}")
+        self.layer_scale = LayerScale(f"{name}.{index + 3}", reader)
+
+    def _recurrent(self, y):
+        """The BLSTM and LocalState on ``(hidden, rows, frames)``, in PyTorch's ``(rows,
+        hidden, frames)`` for them (their trace points see that layout as it is)."""
+        if self.lstm is None and self.attn is None:
+            return y
+        z = np.ascontiguousarray(y.transpose(1, 0, 2))
+        if self.lstm is not None:
+            z = self.lstm(z)
+        if self.attn is not None:
+            z = self.attn(z)
+        return np.ascontiguousarray(z.transpose(1, 0, 2))
 
     def _conv(self, layer, x):
         if x.shape[0] != layer.weight.shape[1]:
@@ -80,7 +103,11 @@ class DConvBranch(Layer):
         """``x += branch(x)`` for float32 ``x (channels, rows, frames)``, untraced, in three
         kernels: the dilated conv; GroupNorm + GELU; the 1x1 conv's GEMM, then its bias,
         GroupNorm, GLU, LayerScale and the residual sum in one pass. Same bits as
-        ``x += self(x)``: each fused kernel rounds where the separate layers do."""
+        ``x += self(x)``: each fused kernel rounds where the separate layers do. A branch
+        with a BLSTM or LocalState runs its layers one by one."""
+        if self.lstm is not None or self.attn is not None:
+            x += self(x)
+            return x
         hidden = self.conv_in.weight.shape[0]
         channels, rows, frames = x.shape
         if channels != self.conv_in.weight.shape[1]:
@@ -107,6 +134,7 @@ class DConvBranch(Layer):
         """``x (channels, rows, frames)`` -> the branch's output, same layout, a new array."""
         y = self._norm(self.norm_in, self._conv(self.conv_in, x))
         y = _emit_rows(self.activation, activations.gelu(y, out=y))
+        y = self._recurrent(y)
         y = self._norm(self.norm_out, self._conv(self.conv_out, y))
         channels, rows, frames = y.shape
         y = activations.glu(y.reshape(1, channels, rows * frames)).reshape(channels // 2, rows, frames)
@@ -119,9 +147,10 @@ class DConvBranch(Layer):
 class DConv(Layer):
     """Residual branches of dilated convolutions on ``(channels, rows, frames)`` (see DConvBranch)."""
 
-    def __init__(self, name, reader: StateReader, depth):
+    def __init__(self, name, reader: StateReader, depth, lstm=False, attn=False):
         super().__init__(name)
-        self.layers = [DConvBranch(f"{name}.layers.{d}", reader, dilation=2 ** d)
+        self.layers = [DConvBranch(f"{name}.layers.{d}", reader, dilation=2 ** d, lstm=lstm,
+                                   attn=attn)
                        for d in range(depth)]
 
     def __call__(self, x):
@@ -162,7 +191,8 @@ class HEncLayer(Layer):
     """Strided conv (+ injected time branch) -> norm -> GELU -> DConv -> 1x1 rewrite -> GLU."""
 
     def __init__(self, name, reader: StateReader, *, kernel_size, stride, freq, pad, norm,
-                 norm_groups, rewrite, dconv, dconv_depth, context=0, empty=False):
+                 norm_groups, rewrite, dconv, dconv_depth, context=0, empty=False,
+                 dconv_lstm=False, dconv_attn=False):
         super().__init__(name)
         self.freq = freq
         self.stride = stride
@@ -180,7 +210,8 @@ class HEncLayer(Layer):
         if rewrite:
             self.rewrite = Conv(f"{name}.rewrite", reader, padding=context)
             self.norm2 = make_norm(f"{name}.norm2")
-        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth) if dconv else None
+        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth, lstm=dconv_lstm,
+                           attn=dconv_attn) if dconv else None
 
     def __call__(self, x, inject=None):
         if not self.freq:
@@ -209,7 +240,8 @@ class HDecLayer(Layer):
     """Skip add -> rewrite -> GLU -> DConv -> transposed conv -> norm -> crop (-> GELU)."""
 
     def __init__(self, name, reader: StateReader, *, chin, kernel_size, stride, freq, pad, norm,
-                 norm_groups, rewrite, dconv, dconv_depth, context=1, last=False, empty=False):
+                 norm_groups, rewrite, dconv, dconv_depth, context=1, last=False, empty=False,
+                 dconv_lstm=False, dconv_attn=False, context_freq=True):
         super().__init__(name)
         self.freq = freq
         self.chin = chin
@@ -224,9 +256,12 @@ class HDecLayer(Layer):
             return
         self.rewrite = None
         if rewrite:
-            self.rewrite = Conv(f"{name}.rewrite", reader, padding=context)
+            # context_freq=False (MultiWrap's decoders): a (1, 1 + 2 context) kernel
+            padding = context if context_freq or not freq else (0, context)
+            self.rewrite = Conv(f"{name}.rewrite", reader, padding=padding)
             self.norm1 = make_norm(f"{name}.norm1")
-        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth) if dconv else None
+        self.dconv = DConv(f"{name}.dconv", reader, dconv_depth, lstm=dconv_lstm,
+                           attn=dconv_attn) if dconv else None
 
     def __call__(self, x, skip, length):
         """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution."""

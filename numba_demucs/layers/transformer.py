@@ -13,7 +13,7 @@ import numpy as np
 from .. import trace
 from ..kernels import activations
 from ..kernels.attention import multi_head_attention
-from .base import GroupNorm, LayerNorm, Layer, StateReader, fused, gelu
+from .base import GroupNorm, LayerNorm, Layer, Linear, StateReader, fused, gelu
 from .hdemucs import LayerScale
 
 
@@ -48,22 +48,6 @@ def sin_embedding_2d(dim, height, width, max_period=10000.0, dtype=np.float32):
     out[half::2] = np.sin(pos_h).T[:, :, None]
     out[half + 1::2] = np.cos(pos_h).T[:, :, None]
     return out
-
-
-class Linear(Layer):
-    def __init__(self, name, reader: StateReader):
-        super().__init__(name)
-        self.weight = reader.take(f"{name}.weight")
-        self.bias = reader.take(f"{name}.bias")
-
-    def __call__(self, x):
-        out = self.product(x)
-        out += self.bias
-        return self.emit(out)
-
-    def product(self, x):
-        """``x @ weightᵀ``, without the bias."""
-        return x @ self.weight.T
 
 
 class MultiheadAttention(Layer):

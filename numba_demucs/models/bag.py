@@ -18,8 +18,10 @@ class BagOfModels:
                     first.sources, first.samplerate, first.audio_channels):
                 raise NumbaDemucsError(
                     f"{origin}: bag members disagree on sources, sample rate or channels")
-            # demucs only lets a bag shorten a transformer model's segment, never lengthen it.
-            if segment is not None and segment <= other.segment:
+            # demucs sets the bag's segment on every member except a transformer model
+            # (one whose segment fixes its input length), which it only lets shorten.
+            fixes_length = getattr(other, "segment_fixes_input_length", True)
+            if segment is not None and (not fixes_length or segment <= other.segment):
                 other.segment = segment
         self.models = list(models)
         self.sources = list(first.sources)

@@ -58,9 +58,23 @@ BAGS = {
                                      segment=44),
 }
 
-# Signatures whose checkpoints are demucs.htdemucs.HTDemucs, the only class implemented here.
-# Everything else in the lists is a demucs v3 model (Demucs / HDemucs, some diffq-quantized).
-HTDEMUCS = frozenset({"955717e8", "f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d", "5c90dfd2"})
+# The model class of every signature in the lists (the class its checkpoint pickles; from
+# demucs' training grids, docs/training.md and the published file sizes, see
+# docs/pretrained.md). The class is read from the file itself when it is loaded; this table
+# only lets a name be refused before anything is downloaded.
+CLASSES = {
+    **dict.fromkeys(("955717e8", "f7e0c4bc", "d12395a8", "92cfc3b6", "04573f0d", "5c90dfd2"),
+                    "HTDemucs"),
+    **dict.fromkeys(("75fc33f5", "c511e2ab", "7d865c68", "e51eebcc", "a1d90b5c", "5d2d6c55",
+                     "cfa93e08", "fa0cb7f9", "902315c2"), "HDemucs"),
+    **dict.fromkeys(("0d19c1c6", "7ecf8ec1", "9a6b4851", "1ef250f1"), "Demucs"),
+}
+# The DiffQ-quantized members of mdx_q and mdx_extra_q: their state is packed integer levels,
+# which we do not read yet (issue 17).
+DIFFQ = frozenset({"6b9c2ca1", "b72baf4e", "42e558d4", "305bc58f",
+                   "83fc094f", "464b36d7", "14fc6a69", "7fd6ef75"})
+# Signatures whose architecture we implement.
+IMPLEMENTED = frozenset(CLASSES)
 
 
 def hf_repo_name(name: str) -> str:
@@ -74,7 +88,16 @@ def hf_repo_name(name: str) -> str:
 
 
 def supported(sigs) -> bool:
-    return all(sig in HTDEMUCS for sig in sigs)
+    return all(sig in IMPLEMENTED for sig in sigs)
+
+
+def _composition(sigs) -> str:
+    """``2 Demucs + 2 HDemucs`` for a bag's members, in the order of their first member."""
+    counts: dict[str, int] = {}
+    for sig in sigs:
+        kind = CLASSES.get(sig, "DiffQ-quantized" if sig in DIFFQ else "unknown")
+        counts[kind] = counts.get(kind, 0) + 1
+    return " + ".join(f"{count} {kind}" for kind, count in counts.items())
 
 
 def known_names(include_unsupported: bool = False) -> dict[str, str]:
@@ -84,15 +107,19 @@ def known_names(include_unsupported: bool = False) -> dict[str, str]:
     for name, spec in BAGS.items():
         count = len(spec.models)
         if supported(spec.models):
-            listing[name] = (f"bag of {count} HTDemucs; Hugging Face {HF_NAMESPACE}/"
+            kinds = _composition(spec.models)
+            if count == 1:
+                kinds = f"1 {CLASSES[spec.models[0]]}"
+            listing[name] = (f"bag of {kinds}; Hugging Face {HF_NAMESPACE}/"
                              f"{hf_repo_name(name)}, legacy .th fallback")
         elif include_unsupported:
-            listing[name] = f"bag of {count}; not supported (demucs v3 architecture)"
+            listing[name] = (f"bag of {count} DiffQ-quantized models; not supported yet "
+                             "(DiffQ, issue 17)")
     for sig in LEGACY_FILES:
-        if sig in HTDEMUCS:
-            listing[sig] = f"single HTDemucs; legacy {LEGACY_FILES[sig]}"
+        if sig in IMPLEMENTED:
+            listing[sig] = f"single {CLASSES[sig]}; legacy {LEGACY_FILES[sig]}"
         elif include_unsupported:
-            listing[sig] = "single model; not supported (demucs v3 architecture)"
+            listing[sig] = "single DiffQ-quantized model; not supported yet (DiffQ, issue 17)"
     return listing
 
 
@@ -107,9 +134,10 @@ def unknown(name: str) -> UnknownModelError:
 
 
 def unsupported(name: str, sigs) -> UnsupportedModelError:
-    others = sorted({s for s in sigs if s not in HTDEMUCS})
+    others = sorted({s for s in sigs if s not in IMPLEMENTED})
     names = ", ".join(n for n, spec in BAGS.items() if supported(spec.models))
+    plural = len(others) != 1
     return UnsupportedModelError(
-        f"{name}: {', '.join(others)} {'is a' if len(others) == 1 else 'are'} demucs v3 "
-        f"model{'' if len(others) == 1 else 's'} (Demucs/HDemucs), not HTDemucs; numba-demucs "
-        f"implements only HTDemucs ({names})")
+        f"{name}: {', '.join(others)} {'are' if plural else 'is a'} DiffQ-quantized "
+        f"model{'s' if plural else ''}, not supported yet (reading DiffQ-packed weights is "
+        f"issue 17); implemented names: {names}")

@@ -76,3 +76,25 @@ def test_debug_parity_isolate_runs(tiny_checkpoint):
                  "--isolate")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "largest local error" in result.stdout
+
+
+@pytest.mark.parametrize("architecture", ["hdemucs_mmi", "demucs_9a6b4851"])
+def test_debug_tools_on_demucs_v3_and_v2(tmp_path, architecture):
+    """parity --isolate --floor on an HDemucs (BLSTM, LocalState) and a Demucs checkpoint;
+    trace, reference and diff on the HDemucs one (the HTDemucs test above covers the files)."""
+    checkpoint = reference.save_th(reference.build_model(architecture, seed=2, channels=8,
+                                                         segment=1), tmp_path)
+    common = ["--checkpoint", str(checkpoint), "--seconds", "1"]
+    if architecture == "hdemucs_mmi":
+        ours, ref = tmp_path / "ours.jsonl", tmp_path / "ref.jsonl"
+        assert run("debug", "trace", *common, "-o", str(ours)).returncode == 0
+        assert run("debug", "reference", *common, "-o", str(ref)).returncode == 0
+        result = run("debug", "diff", str(ref), str(ours))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "no divergence" in result.stdout
+        assert "encoder.4.dconv.layers.0.3.lstm" in ours.read_text()
+    result = run("debug", "parity", *common, "--segment-only", "--isolate", "--floor",
+                 "--plot", str(tmp_path / "parity.png"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "largest local error" in result.stdout and "parity holds" in result.stdout
+    assert (tmp_path / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

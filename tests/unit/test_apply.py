@@ -155,3 +155,21 @@ def test_silence_gives_silence(tiny):
     out = numba_demucs.apply_model(numba_demucs.load_model(tiny[0]), np.zeros((1, 2, 3000), np.float32),
                                    shifts=0)
     assert np.all(np.isfinite(out))
+
+
+def test_only_a_transformer_model_limits_the_segment(tiny, tmp_path):
+    """demucs' separate refuses a segment longer than an HTDemucs member's own, and nothing
+    else: an HDemucs (no valid_length) runs on a longer segment than it was trained on."""
+    from numba_demucs.segments import longest_segment
+
+    path = reference.save_th(reference.build_model("hdemucs_mmi", seed=3, channels=8, segment=1),
+                             tmp_path)
+    hdemucs = numba_demucs.load_model(path)
+    assert longest_segment(hdemucs) == float("inf")
+    assert longest_segment(numba_demucs.load_model(tiny[0])) == 0.25
+    bag = numba_demucs.BagOfModels([numba_demucs.load_model(tiny[0]), hdemucs])
+    assert longest_segment(bag) == 0.25
+    mix = reference.music_like_signal(3.5, seed=4)[None]
+    expected = _torch_apply(reference.load_reference(path), mix, shifts=0, segment=2.0)
+    ours = numba_demucs.apply_model(hdemucs, mix, shifts=0, segment=2.0)
+    assert snr_db(expected[0], ours[0]).min() >= 110

@@ -57,7 +57,8 @@ def tables(monkeypatch, served):
     monkeypatch.setattr(catalog, "LEGACY_FILES", {**catalog.LEGACY_FILES, **legacy_files})
     monkeypatch.setattr(catalog, "BAGS", {
         **catalog.BAGS, "tinybag": catalog.BagSpec(SIGS, WEIGHTS)})
-    monkeypatch.setattr(catalog, "HTDEMUCS", catalog.HTDEMUCS | set(SIGS))
+    monkeypatch.setattr(catalog, "IMPLEMENTED", catalog.IMPLEMENTED | set(SIGS))
+    monkeypatch.setattr(catalog, "CLASSES", {**catalog.CLASSES, **dict.fromkeys(SIGS, "HTDemucs")})
 
 
 def _git_sha1(data: bytes) -> str:
@@ -348,6 +349,30 @@ def test_legacy_fallback_download_and_cache(remote, served, tables, tmp_path):
     assert pretrained.resolve(SIGS[1]) == folder / legacy_files[SIGS[1]].split("/")[1]
 
 
+def test_legacy_download_of_a_demucs_v3_bag(remote, served, monkeypatch, tmp_path):
+    """A bag of an HDemucs and a time-domain Demucs through the legacy SIG-CHECKSUM.th path
+    (no Hugging Face repository), its segment set on both members as demucs does."""
+    root = served[0]
+    files = {}
+    for seed, (sig, architecture) in enumerate((("bbbb0001", "hdemucs_mmi"),
+                                                ("bbbb0002", "demucs_0d19c1c6"))):
+        model = reference.build_model(architecture, seed=seed, channels=8)
+        files[sig] = "test/" + reference.save_th(model, root / "test", sig).name
+    monkeypatch.setattr(catalog, "LEGACY_FILES", {**catalog.LEGACY_FILES, **files})
+    monkeypatch.setattr(catalog, "BAGS", {**catalog.BAGS,
+                                          "v3bag": catalog.BagSpec(tuple(files), segment=44)})
+    monkeypatch.setattr(catalog, "IMPLEMENTED", catalog.IMPLEMENTED | set(files))
+    monkeypatch.setattr(catalog, "CLASSES", {**catalog.CLASSES, "bbbb0001": "HDemucs",
+                                             "bbbb0002": "Demucs"})
+    assert pretrained.list_models()["v3bag"].startswith("bag of 1 HDemucs + 1 Demucs")
+    server = remote()
+    bag = numba_demucs.load_model("v3bag")
+    assert [type(m).__name__ for m in bag.models] == ["HDemucs", "Demucs"]
+    assert [m.segment for m in bag.models] == [44, 44]   # HDemucs' own was 40
+    assert "adefossez/Demucs-v3bag/resolve/main/v3bag.yaml" in server.log   # tried first
+    assert [p for p in server.log if p.startswith("test/")] == list(files.values())
+
+
 def test_legacy_corrupted_cache_is_fetched_again(remote, served, tables, tmp_path):
     root, _, legacy_files = served
     server = remote()
@@ -390,26 +415,51 @@ def test_unreachable_server_names_the_url(monkeypatch, tmp_path, tables):
 def test_unknown_name_lists_the_known_ones(tmp_path):
     with pytest.raises(UnknownModelError) as error:
         pretrained.resolve("htdemucs_xyz", cache_dir=tmp_path)
-    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "955717e8"):
+    for name in ("htdemucs", "htdemucs_ft", "htdemucs_6s", "955717e8", "hdemucs_mmi", "mdx",
+                 "mdx_extra", "repro_mdx_a", "repro_mdx_a_hybrid_only", "repro_mdx_a_time_only",
+                 "75fc33f5", "0d19c1c6"):
         assert name in str(error.value)
         assert name in error.value.known
-    assert "mdx" not in error.value.known
+    assert "mdx_q" not in error.value.known
+    assert "mdx_extra_q" not in error.value.known
 
 
 def test_unsupported_architecture_is_refused_before_any_download(remote, tmp_path):
     server = remote()
-    for name in ("mdx_extra", "hdemucs_mmi", "0d19c1c6", "hf://mdx_q"):
-        with pytest.raises(UnsupportedModelError, match="not HTDemucs"):
+    for name in ("mdx_q", "mdx_extra_q", "6b9c2ca1", "hf://mdx_q", "hf://adefossez/mdx_extra_q"):
+        with pytest.raises(UnsupportedModelError, match="DiffQ-quantized models?, not supported "
+                                                        r"yet \(.*issue 17\)"):
             pretrained.resolve(name)
     assert server.log == []
+
+
+def test_every_listed_signature_has_a_class_or_is_diffq():
+    """Each signature of demucs' lists is either an implemented class or a DiffQ model, and
+    the legacy paths are demucs' own (root + SIG-CHECKSUM.th)."""
+    assert set(catalog.CLASSES) | catalog.DIFFQ == set(catalog.LEGACY_FILES)
+    assert not set(catalog.CLASSES) & catalog.DIFFQ
+    assert download.legacy_url("75fc33f5") == \
+        "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/75fc33f5-1941ce65.th"
+    assert download.legacy_url("0d19c1c6") == \
+        "https://dl.fbaipublicfiles.com/demucs/mdx_final/0d19c1c6-0f06f20e.th"
+    for name in ("hdemucs_mmi", "mdx", "mdx_extra", "repro_mdx_a", "repro_mdx_a_hybrid_only",
+                 "repro_mdx_a_time_only"):
+        assert catalog.supported(catalog.BAGS[name].models), name
+    assert [catalog.CLASSES[s] for s in catalog.BAGS["mdx"].models] == \
+        ["Demucs", "Demucs", "HDemucs", "HDemucs"]
 
 
 def test_listing():
     listing = pretrained.list_models()
     assert {"htdemucs", "htdemucs_ft", "htdemucs_6s", "955717e8", "5c90dfd2"} <= set(listing)
     assert "Hugging Face adefossez/HTDemucs-ft" in listing["htdemucs_ft"]
-    assert "mdx" not in listing
-    assert "not supported" in pretrained.list_models(include_unsupported=True)["mdx"]
+    assert listing["mdx"].startswith("bag of 2 Demucs + 2 HDemucs; Hugging Face adefossez/Demucs-mdx")
+    assert listing["hdemucs_mmi"].startswith("bag of 1 HDemucs")
+    assert listing["75fc33f5"] == "single HDemucs; legacy hybrid_transformer/75fc33f5-1941ce65.th"
+    assert "mdx_q" not in listing and "83fc094f" not in listing
+    everything = pretrained.list_models(include_unsupported=True)
+    assert "not supported yet (DiffQ, issue 17)" in everything["mdx_q"]
+    assert "not supported yet (DiffQ, issue 17)" in everything["83fc094f"]
 
 
 def test_tables_match_demucs_remote_lists(monkeypatch):

@@ -26,6 +26,53 @@ def test_htdemucs_is_registered_under_its_pickled_names():
     assert "demucs.htdemucs.HTDemucs" in registry.qualified_names()
 
 
+def test_hdemucs_and_demucs_are_registered_under_their_pickled_names():
+    from numba_demucs.models.config import DemucsConfig, HDemucsConfig
+    from numba_demucs.models.demucs import Demucs
+    from numba_demucs.models.hdemucs import HDemucs
+    for name, model, read in (("demucs.hdemucs.HDemucs", HDemucs, HDemucsConfig.from_arguments),
+                              ("demucs.demucs.Demucs", Demucs, DemucsConfig.from_arguments)):
+        family = registry.lookup(name, "x.th")
+        assert (family.model, family.read_config) == (model, read)
+        assert registry.lookup(name.rsplit(".", 1)[1], "x.th") is family
+    # demucs.wdemucs.Demucs is a different class under the same short name
+    with pytest.raises(UnsupportedModelError, match="demucs.wdemucs.Demucs is not supported"):
+        registry.lookup("demucs.wdemucs.Demucs", "x.th")
+
+
+@pytest.mark.parametrize("read, refused", [
+    ("hdemucs", {"hybrid": False}), ("hdemucs", {"wiener_iters": 1, "end_iters": 0}),
+    ("hdemucs", {"cac": False, "wiener_iters": 1, "end_iters": 1}),
+    ("demucs", {"lstm_layers": 2}), ("demucs", {"glu": False}), ("demucs", {"gelu": False})])
+def test_unsupported_hdemucs_and_demucs_arguments_are_refused_by_name(read, refused):
+    family = registry.lookup({"hdemucs": "demucs.hdemucs.HDemucs",
+                              "demucs": "demucs.demucs.Demucs"}[read], "m/x.th")
+    with pytest.raises(UnsupportedModelError) as caught:
+        family.read_config((["a", "b"],), refused, "m/x.th")
+    message = str(caught.value)
+    assert message.startswith("m/x.th: ") and "is not supported" in message
+    assert next(iter(refused)) in message
+
+
+def test_model_modules_do_not_import_the_load_path():
+    """Model and layer modules get a config and a state dict; reading files, choosing the
+    class and loading belong to checkpoint, registry and loading."""
+    banned = {"checkpoint", "loading", "registry", "pretrained"}
+    offenders = []
+    for folder in ("models", "layers", "kernels"):
+        for path in sorted((ROOT / "numba_demucs" / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.ImportFrom):
+                    names = [node.module or ""] + [a.name for a in node.names]
+                    if node.level == 2 and (set(n.split(".")[0] for n in names) & banned):
+                        offenders.append((path.name, node.lineno))
+                    if node.level == 0 and node.module and any(
+                            node.module == f"numba_demucs.{b}" or
+                            node.module.startswith(f"numba_demucs.{b}.") for b in banned):
+                        offenders.append((path.name, node.lineno))
+    assert offenders == []
+
+
 @pytest.mark.parametrize("name", ["demucs.tasnet.ConvTasNet", "ConvTasNet", "elsewhere.HTDemucs"])
 def test_an_unregistered_class_is_refused_naming_class_and_file(name):
     with pytest.raises(UnsupportedModelError) as caught:
