@@ -56,6 +56,9 @@ class ModelPackage:
     kwargs: dict
     state: dict[str, np.ndarray]
     path: Path
+    #: a model saved as several files (Open-Unmix: ``{target: TARGET-HASH8.pth}``, ``state``
+    #: then ``{target: its state dict}`` and ``path`` their folder)
+    parts: dict | None = None
 
     @property
     def class_name(self) -> str:

@@ -76,13 +76,10 @@ def register(subparsers) -> None:
 
 
 def _list_models(repo) -> int:
-    from . import pretrained, pretrained_umx
+    from . import pretrained
 
     for name, description in pretrained.list_models(repo).items():
         print(f"{name:24s} {description}")
-    if repo is None:
-        for name, entry in pretrained_umx.CATALOG.items():
-            print(f"{name:24s} {entry.summary}")
     return 0
 
 
