@@ -12,6 +12,7 @@ import collections
 import dataclasses
 import io
 import json
+import math
 import pickle
 import pickletools
 import re
@@ -443,12 +444,63 @@ def parse_bag(path) -> BagDescription:
     if not isinstance(content, dict) or not isinstance(content.get("models"), list) \
             or not content["models"]:
         raise CheckpointError(f"{path}: a bag yaml needs a non-empty 'models' list")
-    signatures = [str(sig) for sig in content["models"]]
-    weights = content.get("weights")
-    if weights is not None and (not isinstance(weights, list) or len(weights) != len(signatures)):
+    signatures = [_member_name(sig, path) for sig in content["models"]]
+    weights = _bag_weights(content.get("weights"), len(signatures), path)
+    return BagDescription(signatures, weights, _bag_segment(content.get("segment"), path), path)
+
+
+# A member is named by its signature and found beside the yaml (or in --repo): a plain file
+# name, never a path (demucs would follow "../x" or "/abs/x" out of the folder).
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _member_name(value, path: Path) -> str:
+    # yaml reads an all-digit signature (12345678) as an int; demucs str()s it too
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CheckpointError(f"{path}: bag member {str(value)[:60]!r} is a "
+                              f"{type(value).__name__}, not a model name")
+    name = str(value)
+    if not _MEMBER_NAME.fullmatch(name):
         raise CheckpointError(
-            f"{path}: 'weights' must have one row per model ({len(signatures)} models)")
-    return BagDescription(signatures, weights, content.get("segment"), path)
+            f"{path}: bag member {name[:60]!r} is not a model name (letters, digits, '.', "
+            "'_', '-'; no folders: members are found beside the yaml, never elsewhere)")
+    return name
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _bag_weights(weights, models: int, path: Path):
+    """One row of finite numbers per model, rows of one length, no source whose weights sum
+    to zero (demucs divides each source by its total weight)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, list) or len(weights) != models:
+        raise CheckpointError(f"{path}: 'weights' must have one row per model ({models} models)")
+    for index, row in enumerate(weights):
+        if not isinstance(row, list) or not row or not all(_real(w) for w in row):
+            raise CheckpointError(f"{path}: 'weights' row {index} must be a non-empty list of "
+                                  f"finite numbers, got {str(row)[:80]}")
+    if len({len(row) for row in weights}) != 1:
+        raise CheckpointError(f"{path}: 'weights' rows have different lengths "
+                              f"({', '.join(str(len(row)) for row in weights)})")
+    for source in range(len(weights[0])):
+        if sum(row[source] for row in weights) == 0:
+            raise CheckpointError(
+                f"{path}: 'weights' of source #{source} sum to zero over the models (demucs "
+                "divides each source by its total weight)")
+    return [[float(w) for w in row] for row in weights]
+
+
+def _bag_segment(segment, path: Path):
+    if segment is None:
+        return None
+    if not _real(segment) or segment <= 0:
+        raise CheckpointError(f"{path}: 'segment' must be a positive number of seconds, got "
+                              f"{str(segment)[:60]!r}")
+    return segment
 
 
 def read_bag(path, find=None) -> BagDescription:
