@@ -187,6 +187,8 @@ def run(args) -> int:
         raise NumbaDemucsError(f"--shifts must be >= 0, got {args.shifts}")
     if not 0 <= args.overlap < 1:
         raise NumbaDemucsError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.samplerate is not None:
+        audio.check_samplerate(args.samplerate, "--sample-rate")
     output_format = "mp3" if args.mp3 else "flac" if args.flac else "wav"
     if args.float32 and output_format != "wav":
         raise NumbaDemucsError("--float32 applies to wav output only")
