@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tokenize
 import uuid
 import zipfile
 import zlib
@@ -166,7 +167,10 @@ class Dump:
         except DumpError:
             raise
         except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, MemoryError,
-                NotImplementedError, RuntimeError, zipfile.BadZipFile, zlib.error) as exc:
+                NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError,
+                zipfile.BadZipFile, zlib.error) as exc:
+            # (numpy parses a .npy header's dict with tokenize: a mangled one raises
+            # TokenError or SyntaxError, found by tests/unit/test_hostile_property.py)
             raise DumpError(f"{npz_path}: tensors of {self.path} cannot be read "
                             f"({type(exc).__name__}: {str(exc)[:200]})") from None
 
