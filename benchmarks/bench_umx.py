@@ -40,9 +40,9 @@ def child(side: str, folder: Path, seconds: float) -> dict:
     from numba_demucs.debug.reference import music_like_signal
 
     if side == "ours":
-        from numba_demucs import pretrained_umx
+        from numba_demucs import load_model
 
-        model = pretrained_umx.load("umxl", folder)
+        model = load_model("umxl", repo=folder)
         model.separate(music_like_signal(3.0))  # compile / load numba's cache, untimed
         run = model.separate
     else:

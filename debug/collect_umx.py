@@ -11,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from numba_demucs import pretrained_umx, trace
+from numba_demucs import trace
 from numba_demucs._version import __version__
 from numba_demucs.checkpoint import read_state_dict
+from numba_demucs.loading import load_model
+from numba_demucs.pretrained import openunmix as umx_files
 
 from .collect import _Recorder
 from .dumpfile import sha256_of_array, sha256_of_file
@@ -24,14 +26,13 @@ def is_openunmix_folder(checkpoint) -> bool:
 
 
 def _files(folder):
-    return pretrained_umx.files_in_repo("openunmix", folder)
+    return umx_files.files_in_repo("openunmix", folder)
 
 
 def load(folder, dtype=np.float32):
-    """Our ``OpenUnmixSeparator`` from a folder, with the hidden size its files have."""
-    files = _files(folder)
-    hidden = read_state_dict(files["vocals"])["fc1.weight"].shape[0]
-    return pretrained_umx.load_files(files, hidden, dtype=dtype, label=Path(folder).name)
+    """Our ``OpenUnmixSeparator`` from a folder, with the hidden size its files have, through
+    the one load path (``load_model`` on the folder)."""
+    return load_model(Path(folder), dtype=dtype)
 
 
 def _header(producer, folder, mix, dtype):
@@ -40,8 +41,8 @@ def _header(producer, folder, mix, dtype):
         digest.update(f"{target}:{sha256_of_file(path)}\n".encode())
     return {
         "producer": producer,
-        "model": f"OpenUnmix[{','.join(pretrained_umx.TARGETS)}]",
-        "sources": list(pretrained_umx.TARGETS),
+        "model": f"OpenUnmix[{','.join(umx_files.TARGETS)}]",
+        "sources": list(umx_files.TARGETS),
         "checkpoint_sha256": digest.hexdigest(),
         "input_sha256": sha256_of_array(np.asarray(mix, dtype=np.float32)),
         "dtype": np.dtype(dtype).name,

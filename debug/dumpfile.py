@@ -19,7 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import tokenize
 import uuid
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -151,23 +154,64 @@ class Dump:
         return self.header.get("tensors") is not None
 
     def tensor(self, i: int) -> np.ndarray | None:
-        """The tensor saved with record ``i``, or None when it was not saved."""
+        """The tensor saved with record ``i``, or None when it was not saved.
+
+        Every failure of the ``.npz`` (not a zip, a corrupted or truncated member, a pickled
+        object array, a header promising more bytes than the member holds) is a DumpError
+        naming it; no array is allocated before its header is checked. (``Trace`` checks
+        each array's shape against its record.)
+        """
         if not self.has_tensors:
             return None
+        npz_path = self.path.parent / self.header["tensors"]
+        try:
+            return self._tensor(npz_path, int(i))
+        except DumpError:
+            raise
+        except (OSError, ValueError, EOFError, KeyError, IndexError, TypeError, MemoryError,
+                NotImplementedError, RuntimeError, SyntaxError, tokenize.TokenError,
+                zipfile.BadZipFile, zlib.error) as exc:
+            # (numpy parses a .npy header's dict with tokenize: a mangled one raises
+            # TokenError or SyntaxError, found by tests/unit/test_hostile_property.py)
+            raise DumpError(f"{npz_path}: tensors of {self.path} cannot be read "
+                            f"({type(exc).__name__}: {str(exc)[:200]})") from None
+
+    def _tensor(self, npz_path: Path, i: int):
         if self._npz is None:
-            npz_path = self.path.parent / self.header["tensors"]
-            try:
-                npz = np.load(npz_path, allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                raise DumpError(f"{npz_path}: tensors of {self.path} cannot be read: {exc}") from None
-            stored_id = str(npz[_DUMP_ID_KEY]) if _DUMP_ID_KEY in npz.files else None
+            archive = zipfile.ZipFile(npz_path)
+            stored_id = None
+            if f"{_DUMP_ID_KEY}.npy" in archive.namelist():
+                stored_id = str(self._read_member(archive, f"{_DUMP_ID_KEY}.npy", npz_path))
             if stored_id != self.header.get("dump_id"):
-                npz.close()
+                archive.close()
                 raise DumpError(f"{npz_path}: written with another dump than {self.path} "
                                 f"(dump_id {stored_id} vs {self.header.get('dump_id')}); rerun the trace")
-            self._npz = npz
-        key = str(int(i))
-        return self._npz[key] if key in self._npz.files else None
+            self._npz = archive
+        member = f"{i}.npy"
+        if member not in self._npz.namelist():
+            return None
+        return self._read_member(self._npz, member, npz_path)
+
+    @staticmethod
+    def _read_member(archive, member, npz_path):
+        info = archive.getinfo(member)
+        with archive.open(info) as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
+            else:
+                raise DumpError(f"{npz_path}: {member}: .npy version {version} is not written here")
+            if dtype.hasobject or dtype.kind not in "biufU":
+                raise DumpError(f"{npz_path}: {member}: dtype {dtype} is not a tensor's")
+            need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            if need > info.file_size:
+                # inflate no more than the member declares: a header cannot make us allocate
+                raise DumpError(f"{npz_path}: {member}: its header promises {need} bytes, the "
+                                f"member holds {info.file_size}; truncated or forged")
+            handle.seek(0)
+            return np.lib.format.read_array(handle, allow_pickle=False)
 
     def close(self) -> None:
         if self._npz is not None:
@@ -214,6 +258,15 @@ def read_dump(path) -> Dump:
     missing = [k for k in HEADER_KEYS if k not in header]
     if missing:
         raise DumpError(f"{path}:1: header lacks {', '.join(missing)}")
+    records_count = header["records"]
+    if isinstance(records_count, bool) or not isinstance(records_count, int) or records_count < 0:
+        raise DumpError(f"{path}:1: header records must be a count, got {str(records_count)[:60]}")
+    tensors = header["tensors"]
+    if tensors is not None and (not isinstance(tensors, str) or Path(tensors).name != tensors
+                                or not tensors.endswith(".npz") or tensors.startswith(".")):
+        # a file name beside the dump, never a path the dump could send us elsewhere with
+        raise DumpError(f"{path}:1: header tensors must be null or the name of an .npz beside "
+                        f"the dump, got {str(tensors)[:80]!r}")
     if tail:
         raise DumpError(f"{path}:{len(raw_lines) + 1}: last line has no end of line; the dump is truncated")
 

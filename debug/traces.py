@@ -89,6 +89,19 @@ def _checked_record(position: int, record) -> dict:
         out["floor"] = {k: _plain_float(v, f"{label}: floor {k}") for k, v in floor.items()}
     if out["nan"] + out["inf"] > out["count"]:
         raise TraceError(f"{label}: {out['nan']} NaN and {out['inf']} Inf in {out['count']} elements")
+    # what tensor_stats makes of a real tensor: anything else was edited, and a diff over it
+    # would compare numbers that describe no tensor
+    if any(n < 0 for n in out["shape"]) or min(out["count"], out["nan"], out["inf"]) < 0:
+        raise TraceError(f"{label}: negative shape or count ({out['shape']}, {out['count']})")
+    if math.prod(out["shape"]) != out["count"]:
+        raise TraceError(f"{label}: count {out['count']} is not the size of shape {out['shape']}")
+    for key in ("argmin", "argmax"):
+        if out[key] is not None and not 0 <= out[key] < out["count"]:
+            raise TraceError(f"{label}: {key} {out[key]} outside the {out['count']} elements")
+        index = out[f"{key}_index"]
+        if index is not None and (len(index) != len(out["shape"]) or any(
+                not 0 <= i < n for i, n in zip(index, out["shape"]))):
+            raise TraceError(f"{label}: {key}_index {index} is not a position in shape {out['shape']}")
     return out
 
 
@@ -250,7 +263,15 @@ class Trace:
     def tensor(self, position: int) -> np.ndarray | None:
         """The tensor of record ``position``, or None when it was not kept."""
         if self._dump is not None:
-            return self._dump.tensor(position)
+            from .dumpfile import DumpError
+
+            array = self._dump.tensor(position)
+            record = self.records[int(position)]
+            if array is not None and list(array.shape) != record["shape"]:
+                raise DumpError(f"{self._dump.path.parent / self._dump.header['tensors']}: the "
+                                f"tensor of record {position} ({record['name']!r}) has shape "
+                                f"{tuple(array.shape)}, the record says {tuple(record['shape'])}")
+            return array
         return self._tensors.get(int(position))
 
     def positions(self, name: str, context: Mapping | None = None) -> list[int]:

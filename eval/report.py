@@ -56,36 +56,63 @@ def _nanmedian(values) -> float:
 def _as_float(value, path) -> float:
     if value is None:
         return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise EvaluationError(f"{path}: metric value {value!r} is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise EvaluationError(f"{path}: metric value {str(value)[:60]!r} is not a number")
+    return float(value)
+
+
+class _Overflow(ValueError):
+    pass
+
+
+def _parse_float(text: str) -> float:
+    # museval writes NaN (and could write Infinity) as JSON constants; a literal such as
+    # 1e400 is no float any writer made: refuse it rather than read it as inf
+    value = float(text)
+    if math.isinf(value):
+        raise _Overflow(f"the number {text[:40]} overflows a float")
+    return value
 
 
 def read_track(path) -> dict:
-    """``{target: {metric: frames array or value}}`` from one museval-format JSON file."""
+    """``{target: {metric: frames array or value}}`` from one museval-format JSON file.
+
+    Refused naming the file: unreadable or non-JSON text, JSON nested past the recursion
+    limit, a number literal that overflows a float, a metric that is not a number, a target
+    listed twice (it would silently replace the first)."""
     path = Path(path)
     try:
-        document = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        document = json.loads(path.read_text(), parse_float=_parse_float)
+    except _Overflow as error:
         raise EvaluationError(f"{path}: not a readable results file ({error})") from None
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise EvaluationError(f"{path}: not a readable results file "
+                              f"({type(error).__name__}: {str(error)[:200]})") from None
     return document_scores(document, path)
 
 
 def document_scores(document, path="results") -> dict:
     """``read_track`` of a document already in memory (``path`` names it in errors)."""
     try:
+        targets = document["targets"]
+        if not isinstance(targets, list):
+            raise TypeError("'targets' is not a list")
         scores = {}
-        for target in document["targets"]:
-            frames = target["frames"]
-            scores[target["name"]] = {
+        for target in targets:
+            frames, name = target["frames"], target["name"]
+            if not isinstance(name, str) or not isinstance(frames, list):
+                raise TypeError("a target's name must be a string and its frames a list")
+            if name in scores:
+                raise EvaluationError(f"{path}: target {name[:60]!r} appears twice")
+            scores[name] = {
                 metric: np.array([_as_float(frame["metrics"][metric], path) for frame in frames])
                 for metric in METRICS}
             for metric, value in (target.get("track") or {}).items():
                 if metric in TRACK_METRICS:
-                    scores[target["name"]][metric] = _as_float(value, path)
-    except (KeyError, TypeError, AttributeError) as error:
-        raise EvaluationError(f"{path}: not museval-format results (missing {error})") from None
+                    scores[name][metric] = _as_float(value, path)
+    except (KeyError, TypeError, IndexError, AttributeError) as error:
+        raise EvaluationError(f"{path}: not museval-format results ({type(error).__name__}: "
+                              f"{str(error)[:200]})") from None
     return scores
 
 

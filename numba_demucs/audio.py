@@ -42,6 +42,19 @@ AUDIO_EXTENSIONS = frozenset({
 # Beyond this, sinc tables (one row per output phase) grow too large; such pairs of
 # rates (e.g. 44100 and 44101 Hz) go through soxr, which handles any ratio.
 _MAX_SINC_PHASES = 2000
+# What a header may claim: below 1 kHz (a forged "1 Hz" makes a small file resample into
+# gigabytes at 44.1 kHz) or above 768 kHz no music file is recorded; refused before anything
+# is allocated for it.
+MIN_SAMPLERATE = 1000
+MAX_SAMPLERATE = 768000
+
+
+def check_samplerate(rate: int, what) -> int:
+    """``rate`` if a file or option may have it, else an AudioError naming ``what``."""
+    if not MIN_SAMPLERATE <= rate <= MAX_SAMPLERATE:
+        raise AudioError(f"{what}: sample rate {rate} Hz is outside {MIN_SAMPLERATE}-"
+                         f"{MAX_SAMPLERATE} Hz; refused before resampling")
+    return rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +84,7 @@ def info(path) -> AudioInfo:
         details = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise _open_error(path, error) from None
-    return AudioInfo(path, int(details.samplerate), int(details.channels),
+    return AudioInfo(path, check_samplerate(int(details.samplerate), path), int(details.channels),
                      int(details.frames), details.format)
 
 
@@ -81,6 +94,7 @@ def read(path) -> tuple[np.ndarray, int]:
     Refuses empty files and files holding NaN or infinite samples (float wav can).
     """
     path = Path(path)
+    info(path)  # the header's rate is checked before the samples are read
     try:
         data, samplerate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
@@ -145,8 +159,15 @@ class SincResampler:
     whole-array result is the range ``[0, floor(length * new_rate / old_rate))``.
     """
 
-    def __init__(self, old_rate: int, new_rate: int):
+    def __init__(self, old_rate: int, new_rate: int, origin=None):
         self.old, self.new = _reduced(old_rate, new_rate)
+        if max(self.old, self.new) > _MAX_SINC_PHASES:
+            # the table is new x (about 2 * 24 * old / new + old) floats: 44101 -> 44100 Hz
+            # would be gigabytes; checked before a byte of it is allocated
+            raise AudioError(
+                f"{origin or 'resampling'}: {old_rate} -> {new_rate} Hz reduces to "
+                f"{self.old}:{self.new}, beyond the sinc resampler's {_MAX_SINC_PHASES} phases; "
+                "separate without --stream (soxr then resamples) or resample the file first")
         self.kernels, self.width = sinc_kernels(self.old, self.new)
         self.taps = self.kernels.shape[1]
 

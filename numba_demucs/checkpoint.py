@@ -12,9 +12,11 @@ import collections
 import dataclasses
 import io
 import json
+import math
 import pickle
 import pickletools
 import re
+import reprlib
 import zipfile
 import zlib
 from fractions import Fraction
@@ -56,6 +58,9 @@ class ModelPackage:
     kwargs: dict
     state: dict[str, np.ndarray]
     path: Path
+    #: a model saved as several files (Open-Unmix: ``{target: TARGET-HASH8.pth}``, ``state``
+    #: then ``{target: its state dict}`` and ``path`` their folder)
+    parts: dict | None = None
 
     @property
     def class_name(self) -> str:
@@ -338,7 +343,7 @@ def _package_from_dict(package, path: Path) -> ModelPackage:
 def _decode_json_value(value):
     if isinstance(value, dict):
         if value.get("_type") == "fraction":
-            return Fraction(int(value["numerator"]), int(value["denominator"]))
+            return _fraction(int(value["numerator"]), int(value["denominator"]))
         return {key: _decode_json_value(item) for key, item in value.items()}
     if isinstance(value, list):
         return [_decode_json_value(item) for item in value]
@@ -363,17 +368,48 @@ def _unflatten_structure(node, tensors, path: Path):
     raise CheckpointError(f"{path}: invalid state structure node {node!r}")
 
 
+# The dtypes numpy has (safetensors' "np" framework reads these); BF16 and the F8 kinds have
+# no numpy type and are refused by name before safetensors is asked.
+SAFETENSORS_DTYPES = frozenset({"F16", "F32", "F64", "I8", "I16", "I32", "I64", "U8", "U16",
+                                "U32", "U64", "BOOL"})
+MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024  # safetensors' own limit
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Refuse, naming the tensor, a dtype we do not read; the header is read once, bounded."""
+    try:
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+            if size > MAX_SAFETENSORS_HEADER:
+                raise CheckpointError(f"{path}: safetensors header of {size} bytes (at most "
+                                      f"{MAX_SAFETENSORS_HEADER})")
+            header = json.loads(handle.read(size).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path}: corrupted or truncated safetensors file "
+                              f"({_short(error)})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupted safetensors file (its header is not a mapping)")
+    for name, info in header.items():
+        dtype = info.get("dtype") if isinstance(info, dict) else None
+        if name != "__metadata__" and isinstance(dtype, str) and dtype not in SAFETENSORS_DTYPES:
+            raise CheckpointError(
+                f"{path}: tensor {_short(name)} has dtype {_short(dtype)}, which this reader "
+                f"does not support ({', '.join(sorted(SAFETENSORS_DTYPES))})")
+
+
 def read_safetensors(path) -> ModelPackage:
     """Read a demucs 4.1 Hugging Face ``.safetensors`` model (class and args in the metadata)."""
     from safetensors import SafetensorError, safe_open
 
     path = _open_checked(path)
+    _check_safetensors_header(path)
     try:
         with safe_open(str(path), framework="np") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: corrupted or truncated safetensors file ({error})") from None
+    except (SafetensorError, OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{path}: corrupted or truncated safetensors file "
+                              f"({_short(error)})") from None
     missing = {"klass", "args", "kwargs"} - set(metadata)
     if missing:
         raise CheckpointError(
@@ -387,9 +423,14 @@ def read_safetensors(path) -> ModelPackage:
         args = _decode_json_value(json.loads(metadata["args"]))
         kwargs = _decode_json_value(json.loads(metadata["kwargs"]))
         structure = json.loads(metadata["structure"]) if "structure" in metadata else None
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: malformed metadata ({error})") from None
-    state = tensors if structure is None else _unflatten_structure(structure, tensors, path)
+        state = tensors if structure is None else _unflatten_structure(structure, tensors, path)
+    except UnsafeCheckpointError:
+        raise
+    except (CheckpointError, KeyError, TypeError, ValueError, RecursionError) as error:
+        # JSON nested past the recursion limit, a fraction with a zero denominator, a
+        # structure naming a tensor that is not there or a pair that is not one
+        raise CheckpointError(f"{path}: malformed metadata ({type(error).__name__}: "
+                              f"{_short(error)})") from None
     return _package_from_dict(
         {"klass": _ClassReference(klass), "args": args, "kwargs": kwargs, "state": state}, path)
 
@@ -434,18 +475,88 @@ def parse_bag(path) -> BagDescription:
 
     path = _open_checked(path)
     try:
+        if path.stat().st_size > MAX_BAG_BYTES:
+            raise CheckpointError(f"{path}: {path.stat().st_size} bytes is not a bag yaml "
+                                  f"(at most {MAX_BAG_BYTES})")
         content = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise CheckpointError(f"{path}: not a valid bag yaml ({error})") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, RecursionError) as error:
+        raise CheckpointError(f"{path}: not a valid bag yaml ({_short(error)})") from None
     if not isinstance(content, dict) or not isinstance(content.get("models"), list) \
             or not content["models"]:
         raise CheckpointError(f"{path}: a bag yaml needs a non-empty 'models' list")
-    signatures = [str(sig) for sig in content["models"]]
-    weights = content.get("weights")
-    if weights is not None and (not isinstance(weights, list) or len(weights) != len(signatures)):
+    signatures = [_member_name(sig, path) for sig in content["models"]]
+    weights = _bag_weights(content.get("weights"), len(signatures), path)
+    return BagDescription(signatures, weights, _bag_segment(content.get("segment"), path), path)
+
+
+MAX_BAG_BYTES = 1 << 16  # demucs' bags are a few hundred bytes
+
+
+def _short(value) -> str:
+    """A bounded repr: a yaml's aliases can make a small file a structure of 10^9 items
+    ("billion laughs") that ``str`` would expand."""
+    if isinstance(value, BaseException):
+        return _SHORT.repr(str(value))[1:-1]
+    return _SHORT.repr(value)
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = 2, 6, 6, 80, 80
+_SHORT.maxtuple = _SHORT.maxset = 6
+
+
+# A member is named by its signature and found beside the yaml (or in --repo): a plain file
+# name, never a path (demucs would follow "../x" or "/abs/x" out of the folder).
+_MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def _member_name(value, path: Path) -> str:
+    # yaml reads an all-digit signature (12345678) as an int; demucs str()s it too
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise CheckpointError(f"{path}: bag member {_short(value)} is a "
+                              f"{type(value).__name__}, not a model name")
+    name = str(value)
+    if not _MEMBER_NAME.fullmatch(name):
         raise CheckpointError(
-            f"{path}: 'weights' must have one row per model ({len(signatures)} models)")
-    return BagDescription(signatures, weights, content.get("segment"), path)
+            f"{path}: bag member {_short(name)} is not a model name (letters, digits, '.', "
+            "'_', '-'; no folders: members are found beside the yaml, never elsewhere)")
+    return name
+
+
+def _real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) \
+        and math.isfinite(value)
+
+
+def _bag_weights(weights, models: int, path: Path):
+    """One row of finite numbers per model, rows of one length, no source whose weights sum
+    to zero (demucs divides each source by its total weight)."""
+    if weights is None:
+        return None
+    if not isinstance(weights, list) or len(weights) != models:
+        raise CheckpointError(f"{path}: 'weights' must have one row per model ({models} models)")
+    for index, row in enumerate(weights):
+        if not isinstance(row, list) or not row or not all(_real(w) for w in row):
+            raise CheckpointError(f"{path}: 'weights' row {index} must be a non-empty list of "
+                                  f"finite numbers, got {_short(row)}")
+    if len({len(row) for row in weights}) != 1:
+        raise CheckpointError(f"{path}: 'weights' rows have different lengths "
+                              f"({', '.join(str(len(row)) for row in weights)})")
+    for source in range(len(weights[0])):
+        if sum(row[source] for row in weights) == 0:
+            raise CheckpointError(
+                f"{path}: 'weights' of source #{source} sum to zero over the models (demucs "
+                "divides each source by its total weight)")
+    return [[float(w) for w in row] for row in weights]
+
+
+def _bag_segment(segment, path: Path):
+    if segment is None:
+        return None
+    if not _real(segment) or segment <= 0:
+        raise CheckpointError(f"{path}: 'segment' must be a positive number of seconds, got "
+                              f"{_short(segment)}")
+    return segment
 
 
 def read_bag(path, find=None) -> BagDescription:

@@ -19,6 +19,7 @@ from .models.config import DemucsConfig, HDemucsConfig, HTDemucsConfig
 from .models.demucs import Demucs
 from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
+from .models.openunmix import OpenUnmixConfig, OpenUnmixSeparator
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,13 +30,18 @@ class ModelFamily:
     modules a checkpoint may name it under (``demucs.htdemucs``); ``model``: our class,
     called as ``model(config, state, dtype, origin)``; ``read_config``: ``(args, kwargs,
     origin) -> config``, binding the arguments as the original constructor does and raising
-    :class:`UnsupportedModelError` that names every argument we do not implement.
+    :class:`UnsupportedModelError` that names every argument we do not implement. A family
+    with no ``modules`` is never named by a checkpoint file (no ``.th`` may pickle it); only
+    ``loading`` builds it (Open-Unmix: its files are bare state dicts, one per target).
     """
 
     class_name: str
     model: type
     read_config: Callable[[tuple, dict, str], Any]
     modules: tuple[str, ...] = ()
+    #: run-time options a user may add to the checkpoint's arguments (Open-Unmix's Wiener
+    #: filter settings); any other family refuses them
+    options: tuple[str, ...] = ()
 
     @property
     def qualified_names(self) -> tuple[str, ...]:
@@ -75,6 +81,14 @@ def lookup(class_name: str, origin) -> ModelFamily:
                             (f.qualified_names or (f.class_name,)))
     raise UnsupportedModelError(
         f"{origin}: model class {class_name} is not supported (implemented: {implemented})")
+
+
+# Open-Unmix (openunmix 1.3.0's Separator around one OpenUnmix per target): its files are
+# bare per-target state dicts that name no class, so no checkpoint may name it (no
+# modules); loading builds its package from the TARGET-HASH8.pth files that
+# pretrained.openunmix finds, and Separator's Wiener settings are its run-time options.
+register(ModelFamily("OpenUnmix", OpenUnmixSeparator, OpenUnmixConfig.from_arguments,
+                     options=OpenUnmixConfig.OPTIONS))
 
 
 # -- the families we implement (a new model class registers here) -------------------------

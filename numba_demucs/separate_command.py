@@ -1,7 +1,9 @@
 """`numba-demucs separate`: demucs' `separate` command line on the Numba model.
 
 The flags, defaults and output layout are demucs 4.1's (`demucs/separate.py`); the
-additions are `--checkpoint`, `--seed`, `--sample-rate`, `--resampler` and `-q`. A track
+additions are `--checkpoint`, `--seed`, `--sample-rate`, `--resampler` and `-q`; for
+Open-Unmix models, openunmix's `--niter`, `--wiener-win-len`, `--residual` (a flag here:
+openunmix takes a name but writes the stem as "residual" anyway) and `--softmask`. A track
 that cannot be read or written is reported on one line and the batch goes on; the exit
 code is 2 when any track failed.
 """
@@ -11,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import NumbaDemucsError
+from .errors import NumbaDemucsError, UnsupportedModelError
 
 
 def register(subparsers) -> None:
@@ -72,17 +74,42 @@ def register(subparsers) -> None:
                         help="read, separate and write block by block: the same stems in "
                              "memory that does not grow with the track's length")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    umx = parser.add_argument_group(
+        "Open-Unmix (umxl, umxhq, umx)", "the Wiener post-filter, named as openunmix's own "
+        "command line names it; a Demucs model refuses these")
+    umx.add_argument("--niter", type=int, default=None,
+                     help="EM iterations of the Wiener filter (default 1; 0: the raw masked "
+                          "estimates)")
+    umx.add_argument("--softmask", action="store_const", const=True, default=None,
+                     help="start the EM from ratio masks instead of the mix's phase")
+    umx.add_argument("--residual", action="store_const", const=True, default=None,
+                     help='also write a "residual" stem: the mix minus all targets (the name '
+                          "openunmix gives it)")
+    umx.add_argument("--wiener-win-len", type=int, default=None, dest="wiener_win_len",
+                     help="frames filtered at once (default 300; 0: the whole track)")
     parser.set_defaults(func=run)
 
 
+OPEN_UNMIX_OPTIONS = {"niter": "--niter", "softmask": "--softmask", "residual": "--residual",
+                      "wiener_win_len": "--wiener-win-len"}
+
+
+def _model_options(args) -> dict:
+    """The Open-Unmix options given on the command line (only those: a Demucs model refuses
+    any), checked before a model is loaded."""
+    options = {name: getattr(args, name) for name in OPEN_UNMIX_OPTIONS
+               if getattr(args, name) is not None}
+    for name in ("niter", "wiener_win_len"):
+        if options.get(name, 0) < 0:
+            raise NumbaDemucsError(f"{OPEN_UNMIX_OPTIONS[name]} must be >= 0, got {options[name]}")
+    return options
+
+
 def _list_models(repo) -> int:
-    from . import pretrained, pretrained_umx
+    from . import pretrained
 
     for name, description in pretrained.list_models(repo).items():
         print(f"{name:24s} {description}")
-    if repo is None:
-        for name, entry in pretrained_umx.CATALOG.items():
-            print(f"{name:24s} {entry.summary}")
     return 0
 
 
@@ -160,6 +187,8 @@ def run(args) -> int:
         raise NumbaDemucsError(f"--shifts must be >= 0, got {args.shifts}")
     if not 0 <= args.overlap < 1:
         raise NumbaDemucsError(f"--overlap must be in [0, 1), got {args.overlap}")
+    if args.samplerate is not None:
+        audio.check_samplerate(args.samplerate, "--sample-rate")
     output_format = "mp3" if args.mp3 else "flac" if args.flac else "wav"
     if args.float32 and output_format != "wav":
         raise NumbaDemucsError("--float32 applies to wav output only")
@@ -170,10 +199,18 @@ def run(args) -> int:
                         samplerate=args.samplerate)
     progress = _Progress(args.quiet)
     model = args.checkpoint if args.checkpoint is not None else (args.name or "htdemucs")
-    separator = Separator(model, args.repo, shifts=args.shifts, overlap=args.overlap,
-                          split=args.split, segment=args.segment, jobs=args.jobs,
-                          seed=args.seed, resampler=args.resampler,
-                          progress=not args.quiet)
+    options = _model_options(args)
+    try:
+        separator = Separator(model, args.repo, shifts=args.shifts, overlap=args.overlap,
+                              split=args.split, segment=args.segment, jobs=args.jobs,
+                              seed=args.seed, resampler=args.resampler,
+                              progress=not args.quiet, options=options)
+    except UnsupportedModelError as error:
+        given = [flag for name, flag in OPEN_UNMIX_OPTIONS.items() if name in options]
+        if given and "only Open-Unmix models take" in str(error):
+            raise UnsupportedModelError(f"{', '.join(given)}: only for Open-Unmix models "
+                                        f"(umxl, umxhq, umx); {error}") from None
+        raise
     output.check_model(separator.sources, separator.name)
     folder = args.out / separator.name
     try:

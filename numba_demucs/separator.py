@@ -14,6 +14,7 @@ input's layout: its channel count (a mono mix gives mono stems) and its sample r
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Callable
@@ -23,7 +24,7 @@ import numpy as np
 from . import audio
 from .apply import apply_model
 from .errors import AudioError, NumbaDemucsError
-from .loading import load_file, load_named
+from .loading import load_model
 from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
 from .segments import longest_segment
 from .standardise import Standardisation
@@ -31,21 +32,25 @@ from .standardise import Standardisation
 _SIGNED_NAME = re.compile(r"[0-9a-f]{8}-[0-9a-f]{8}")
 
 
-def _load(model, repo, dtype, progress):
-    """A loaded model from a model object, a checkpoint path or a pretrained name."""
+def _load(model, repo, dtype, progress, options=None):
+    """A loaded model and its name, from a model object, a checkpoint path (a folder for
+    Open-Unmix's TARGET-HASH8.pth files) or a pretrained name, all through load_model."""
     if hasattr(model, "sources") and hasattr(model, "samplerate"):
+        if options:
+            raise NumbaDemucsError("model options apply when loading; give a name or a path")
         return model, getattr(model, "name", type(model).__name__)
     text = str(model)
     path = Path(text)
-    from . import pretrained_umx
-
-    if pretrained_umx.is_openunmix(text):
-        return pretrained_umx.load(text, repo, dtype=dtype, progress=progress), text
-    if path.suffix in (".th", ".safetensors", ".yaml", ".yml") or path.is_file():
-        # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
-        name = path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
-        return load_file(path, dtype=dtype), name
-    return load_named(text, repo=repo, dtype=dtype, progress=progress), text
+    is_file = repo is None and (isinstance(model, os.PathLike) or path.suffix in
+                                (".th", ".safetensors", ".yaml", ".yml") or path.is_file())
+    loaded = load_model(path if is_file else text, repo=repo, dtype=dtype, progress=progress,
+                        options=options)
+    if not is_file:
+        return loaded, text
+    if path.is_dir():
+        return loaded, path.name
+    # demucs names outputs by signature: SIG-CHECKSUM.th separates into OUT/SIG/.
+    return loaded, path.stem.split("-")[0] if _SIGNED_NAME.fullmatch(path.stem) else path.stem
 
 
 class Separator:
@@ -58,13 +63,17 @@ class Separator:
     number of segments run at once in threads (0: one per core). ``callback`` receives one
     dict per finished segment (``segment_offset``, ``segments``, and ``model``/``shift``
     indices when they apply); raising ``KeyboardInterrupt`` from it stops the separation.
+    ``options``: an Open-Unmix model's Wiener filter settings, as openunmix's ``Separator``
+    takes them (``niter``, ``softmask``, ``residual``, ``wiener_win_len``); a Demucs model
+    refuses them.
     """
 
     def __init__(self, model="htdemucs", repo=None, *, shifts: int = 1, overlap: float = 0.25,
                  split: bool = True, segment: float | None = None, jobs: int = 0,
                  seed: int | None = None, resampler: str = "sinc", progress: bool = False,
-                 callback: Callable[[dict], None] | None = None, dtype=np.float32):
-        self.model, self.name = _load(model, repo, dtype, progress)
+                 callback: Callable[[dict], None] | None = None, dtype=np.float32,
+                 options: dict | None = None):
+        self.model, self.name = _load(model, repo, dtype, progress, options)
         if resampler not in audio.RESAMPLERS:
             raise NumbaDemucsError(
                 f"unknown resampler {resampler!r}; choose one of {', '.join(audio.RESAMPLERS)}")
@@ -214,7 +223,7 @@ def separate_file(path, model="htdemucs", out="separated", *, repo=None, **optio
     as_float, bitrate, clip_mode, samplerate).
     """
     separator_keys = {"shifts", "overlap", "split", "segment", "jobs", "seed", "resampler",
-                      "progress", "callback", "dtype"}
+                      "progress", "callback", "dtype", "options"}
     separator = Separator(model, repo, **{k: v for k, v in options.items() if k in separator_keys})
     return separator.separate_file(path, out, **{k: v for k, v in options.items()
                                                  if k not in separator_keys})

@@ -44,13 +44,13 @@ class _Input:
             raise AudioError(f"{path}: the file holds no samples")
         self.rate, self.channels, self.frames = details.samplerate, details.channels, details.frames
         self.model_channels = model_channels
+        self.resampler = (audio.SincResampler(self.rate, model_rate, origin=path)
+                          if self.rate != model_rate else None)
         try:
             self.file = soundfile.SoundFile(str(path))
         except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
             raise audio._open_error(path, error) from None
         self.lock = threading.Lock()
-        self.resampler = (audio.SincResampler(self.rate, model_rate)
-                          if self.rate != model_rate else None)
         self.length = (self.resampler.output_length(self.frames) if self.resampler
                        else self.frames)
 
@@ -254,7 +254,8 @@ def _stem_at_rate(scratch, name, source, model_rate, output_rate):
         length = scratch.length
         resampler = None
     else:
-        resampler = audio.SincResampler(model_rate, output_rate)
+        resampler = audio.SincResampler(model_rate, output_rate, origin=f"{source.path}: "
+                                        "--sample-rate")
         length = resampler.output_length(scratch.length)
     if output_rate == source.rate:
         length = source.frames
@@ -275,7 +276,7 @@ def _stem_at_rate(scratch, name, source, model_rate, output_rate):
 
 def _minus(source, chosen_blocks, output_rate, channels):
     """The input (in the stems' channels) at the output rate minus the chosen stem, by blocks."""
-    resampler = (audio.SincResampler(source.rate, output_rate)
+    resampler = (audio.SincResampler(source.rate, output_rate, origin=source.path)
                  if output_rate != source.rate else None)
 
     def read(start, stop):

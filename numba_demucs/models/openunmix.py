@@ -14,11 +14,12 @@ whole track is one block, so every module's output is one tensor as in PyTorch.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
 from .. import trace
-from ..errors import AudioError, CheckpointError
+from ..errors import AudioError, CheckpointError, UnsupportedModelError
 from ..kernels import spectral, wiener as wiener_kernels
 from ..layers.base import StateReader
 from ..layers.umx import LSTM, BatchNorm1d, Linear
@@ -41,6 +42,50 @@ class OpenUnmixConfig:
     softmask: bool = False
     residual: bool = False
     wiener_win_len: int | None = 300
+
+    #: what a user may choose at run time (openunmix's Separator arguments, its CLI's flags)
+    OPTIONS = ("niter", "softmask", "residual", "wiener_win_len")
+
+    @classmethod
+    def from_arguments(cls, args, kwargs, origin="openunmix"):
+        """The registry's config reader: ``targets`` and ``hidden_size`` (from the model name
+        or the files) and the run-time options, each checked for type and range."""
+        if args:
+            raise UnsupportedModelError(f"{origin}: Open-Unmix takes keyword arguments only")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(kwargs) - names)
+        if unknown:
+            raise UnsupportedModelError(f"{origin}: unknown Open-Unmix arguments: "
+                                        f"{', '.join(unknown)}")
+        config = cls(**kwargs)
+        config.check(origin)
+        return config
+
+    def check(self, origin="openunmix"):
+        def integer(value):
+            return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+        problems = []
+        if not integer(self.niter) or self.niter < 0:
+            problems.append(f"niter must be an integer >= 0, got {self.niter!r}")
+        if self.wiener_win_len is not None and (not integer(self.wiener_win_len)
+                                                or self.wiener_win_len < 0):
+            problems.append("wiener_win_len must be an integer >= 0 (0 or None: the whole "
+                            f"track in one block), got {self.wiener_win_len!r}")
+        for flag in ("softmask", "residual"):
+            if not isinstance(getattr(self, flag), bool):
+                problems.append(f"{flag} must be True or False, got {getattr(self, flag)!r}")
+        if not integer(self.hidden_size) or self.hidden_size < 1:
+            problems.append(f"hidden_size must be a positive integer, got {self.hidden_size!r}")
+        if not self.targets:
+            problems.append("no targets")
+        elif len(self.targets) + int(self.residual is True) == 1 and integer(self.niter) \
+                and self.niter > 0:
+            # openunmix raises the same: the EM step needs two sources
+            problems.append("the Wiener EM step (niter > 0) needs two sources: give more "
+                            "targets, residual=True or niter=0")
+        if problems:
+            raise UnsupportedModelError(f"{origin}: " + "; ".join(problems))
 
 
 class OpenUnmix:
@@ -140,10 +185,15 @@ class OpenUnmixSeparator:
 
     def __init__(self, config: OpenUnmixConfig, states: dict, dtype=np.float32, origin="umx",
                  origins: dict | None = None):
+        # ``states``: {target: that target's state dict}; ``origin`` names the model in
+        # messages: a string, or {target: file} when each target has its own file (the
+        # official TARGET-HASH8.pth), as the registry passes it.
+        if isinstance(origin, dict):
+            origin, origins = str(Path(next(iter(origin.values()))).parent), origin
         self.config = config
         self.dtype = np.dtype(dtype)
         self.origin = origin  # for messages; ``origins`` names each target's file
-        origins = origins or {}
+        origins = {target: str(path) for target, path in (origins or {}).items()}
         self.targets = [OpenUnmix(f"target_models.{target}", states[target], config, dtype,
                                   origins.get(target, f"{origin} ({target})"))
                         for target in config.targets]

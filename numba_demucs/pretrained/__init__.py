@@ -22,6 +22,7 @@ This package only finds files; ``numba_demucs.loading.load_model`` turns them in
   download.py   urllib downloads, endpoints, what the hub's headers promise
   cache.py      the cache folder, verification of cached files, fetching missing ones
   resolve.py    names (and --repo folders) -> a model file or a bag with its member files
+  openunmix.py  Open-Unmix's umxl / umxhq / umx: one TARGET-HASH8.pth per target (Zenodo)
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from ..checkpoint import BagDescription, parse_bag, read_bag
 from ..errors import (CheckpointError, ChecksumError, DownloadError, NumbaDemucsError,
                       UnknownModelError)
 from .._files import atomic_write
-from . import cache, catalog
+from . import cache, catalog, openunmix
 from .cache import Fetcher, NotCached, check_prefix, checksum_from_name
 from .download import Progress
 
@@ -164,8 +164,11 @@ def _locate_remote(name: str, root: Path, progress: Progress):
 def locate(name: str, repo=None, cache_dir=None, progress: Progress = False):
     """The verified local files for ``name``: the single model's ``Path``, or, for a bag, a
     ``BagDescription`` whose ``members`` are the member files (in yaml order), downloading
-    whatever is missing from the cache. ``repo``: a demucs ``--repo`` folder (no network)."""
+    whatever is missing from the cache. ``repo``: a demucs ``--repo`` folder (no network).
+    Open-Unmix's names (``umxl``, ``umxhq``, ``umx``) give an ``openunmix.OpenUnmixFiles``."""
     name = str(name)
+    if name in openunmix.CATALOG:
+        return openunmix.locate(name, repo, cache_dir, progress)
     if repo is not None:
         return LocalRepo(repo).locate(name)
     root = Path(cache_dir) if cache_dir is not None else cache.cache_dir()
@@ -176,6 +179,8 @@ def resolve(name: str, repo=None, cache_dir=None, progress: Progress = False) ->
     """The local, verified file for ``name``: a bag yaml (its members beside it) or a single
     ``.th``/``.safetensors`` model, downloading whatever is missing from the cache."""
     found = locate(name, repo, cache_dir, progress)
+    if isinstance(found, openunmix.OpenUnmixFiles):
+        return found.folder
     return found.path if isinstance(found, BagDescription) else found
 
 
@@ -187,7 +192,8 @@ def list_models(repo=None, include_unsupported: bool = False) -> dict[str, str]:
     ``repo``: the bags and models found in that folder.
     """
     if repo is None:
-        return catalog.known_names(include_unsupported)
+        return {**catalog.known_names(include_unsupported),
+                **{name: entry.summary for name, entry in openunmix.CATALOG.items()}}
     local = LocalRepo(repo)
     listing = {sig: f"single model, local {path.name}"
                for sig, (path, _checksum) in sorted(local.models.items())}

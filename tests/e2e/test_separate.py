@@ -281,3 +281,51 @@ def test_separate_file_api(tmp_path, checkpoint, song):
     expected = Separator(checkpoint, shifts=0).separate_array(song, 44100)["drums"]
     np.testing.assert_array_equal(drums, np.clip(expected, -1, 1))
     assert written["drums"] == tmp_path / "sep" / SIGNATURE / "api" / "drums.wav"
+
+
+def _limit_memory():
+    # a forged header must be refused before anything is allocated for it: 4 GiB of
+    # address space is far below what the 1 Hz file or the 44101 Hz sinc table would take
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_hostile_headers_between_good_tracks(tmp_path, checkpoint, song, stream):
+    """A 1 Hz header (1.6 s of samples would resample into ~20 GB at 44.1 kHz), a 44101 Hz
+    file (with --stream: a sinc table of 44100 phases, GBs), a 3 MHz header and a text file,
+    each between good tracks: one line per bad file, the good ones separated, exit 2."""
+    tracks = [write_wav(tmp_path / "good1.wav", song)]
+    one_hz = write_wav(tmp_path / "one_hz.wav", song, rate=1)
+    tracks += [one_hz, write_wav(tmp_path / "good2.wav", song)]
+    odd = write_wav(tmp_path / "odd_rate.wav", song, rate=44101)
+    tracks += [odd, write_wav(tmp_path / "good3.wav", song)]
+    fast = write_wav(tmp_path / "fast.wav", song[:, :1000], rate=3_000_000)
+    text = tmp_path / "text.wav"
+    text.write_text("RIFF but not really")
+    tracks += [fast, write_wav(tmp_path / "good4.wav", song), text,
+               write_wav(tmp_path / "good5.wav", song)]
+    out = tmp_path / "out"
+    result = separate(*tracks, "--checkpoint", checkpoint, "--shifts", "0", "-o", out,
+                      *(["--stream"] if stream else []), preexec_fn=_limit_memory, timeout=600)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    expected = [f"numba-demucs: error: {one_hz}: sample rate 1 Hz is outside 1000-768000 Hz; "
+                "refused before resampling"]
+    if stream:
+        expected.append(f"numba-demucs: error: {odd}: 44101 -> 44100 Hz reduces to 44101:44100, "
+                        "beyond the sinc resampler's 2000 phases; separate without --stream "
+                        "(soxr then resamples) or resample the file first")
+    expected += [f"numba-demucs: error: {fast}: sample rate 3000000 Hz is outside 1000-768000 "
+                 "Hz; refused before resampling",
+                 f"numba-demucs: error: {text}: not an audio file that libsndfile can read "
+                 "(Format not recognised.)"]
+    assert result.stderr.strip().splitlines() == expected
+    separated = 6 if not stream else 5
+    assert f"{separated} of 9 tracks separated; failed:" in result.stdout
+    for index in range(1, 6):
+        for name in STEMS:
+            stem, rate = read(out / SIGNATURE / f"good{index}" / f"{name}.wav")
+            assert rate == 44100 and stem.shape == song.shape
+    assert (out / SIGNATURE / "odd_rate").exists() != stream
+    for bad in ("one_hz", "fast", "text"):
+        assert not (out / SIGNATURE / bad).exists()

@@ -80,3 +80,56 @@ def test_python_separator_and_refusals(setup):
         separator.separate_file(folder / "tracks" / "as_wav.wav", folder / "x", stream=True)
     with pytest.raises(NumbaDemucsError, match="no segments"):
         Separator("umxl", repo=folder / "repo", segment=5.0)
+
+
+def test_wiener_options_on_the_command_line_equal_openunmix(setup):
+    """--niter 2 --softmask --residual --wiener-win-len 50 against openunmix's Separator
+    built with the same options on the same files (float64 reference)."""
+    folder, _, song = setup
+    result = subprocess.run(
+        [sys.executable, "-m", "numba_demucs.cli", "separate", "--repo", str(folder / "repo"),
+         "-n", "umxl", "--float32", "--clip-mode", "none", "-o", str(folder / "options"),
+         "--niter", "2", "--softmask", "--residual", "--wiener-win-len", "50", "-q",
+         str(folder / "tracks" / "as_wav.wav")],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    reference = reference_umx.load_separator(folder / "repo", niter=2, softmask=True,
+                                             residual=True, wiener_win_len=50)
+    exact = np.clip(reference_umx.run_reference(reference, song, dtype=np.float64), -1.0, 1.0)
+    stems = (*TARGETS, "residual")
+    ours = np.stack([soundfile.read(folder / "options" / "umxl" / "as_wav" / f"{t}.wav",
+                                    dtype="float32")[0].T for t in stems])
+    assert ours.shape == exact.shape
+    snr = snr_db(exact, ours)
+    print(f"separate -n umxl --niter 2 --softmask --residual --wiener-win-len 50: {snr}")
+    if not np.all(snr >= 100.0):
+        # the EM's 2x2 inversions amplify float32 rounding: PyTorch float32's own distance
+        # to float64 is the floor (as in tests/parity/test_openunmix.py)
+        floor = snr_db(exact, np.clip(reference_umx.run_reference(reference, song), -1, 1))
+        assert np.all(snr >= np.minimum(100.0, floor - 3.0)), (snr, floor)
+    # the default (niter=1, no softmask) differs: the options did reach the model
+    default = soundfile.read(folder / "out" / "umxl" / "as_wav" / "vocals.wav", dtype="float32")[0].T
+    assert snr_db(default[None], ours[:1])[0] < 60.0
+
+
+def test_wiener_options_refused_for_demucs(tmp_path):
+    from fractions import Fraction
+
+    from numba_demucs.debug import reference
+
+    tiny = dict(channels=8, dconv_comp=4, segment=Fraction(1, 2), t_layers=2, bottom_channels=16,
+                dconv_mode=3)
+    checkpoint = reference.save_safetensors(reference.build_model("htdemucs", seed=2, **tiny),
+                                            tmp_path)
+    track = tmp_path / "x.wav"
+    soundfile.write(track, np.zeros((4410, 2), dtype=np.float32), 44100)
+    result = subprocess.run(
+        [sys.executable, "-m", "numba_demucs.cli", "separate", "--checkpoint", str(checkpoint),
+         "--niter", "2", "--wiener-win-len", "10", "-o", str(tmp_path / "out"), str(track)],
+        capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"numba-demucs: error: --niter, --wiener-win-len: only for Open-Unmix models (umxl, "
+        f"umxhq, umx); {checkpoint}: niter, wiener_win_len: only Open-Unmix models take these "
+        "options, not HTDemucs")
+    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-"""Open-Unmix's pretrained models: the catalog, the ``TARGET-HASH8.pth`` files, loading.
+"""Open-Unmix's pretrained models: the catalog and the ``TARGET-HASH8.pth`` files.
 
 openunmix publishes each model as four ``torch.save`` state dicts, one per target, named
 ``TARGET-HASH8.pth`` where HASH8 is the first 8 hex digits of the file's sha256 (torch.hub
@@ -8,6 +8,10 @@ checks it; so do we). The model name fixes the architecture, as openunmix's ``um
 ``--repo DIR -n umxl`` reads a folder holding one ``TARGET-HASH8.pth`` per target (any hash
 that matches the content). Without a repo the official files are looked up in the cache
 (``cache_dir()/openunmix/NAME/``) and downloaded from Zenodo when missing.
+
+As the rest of this package, this only finds files: :func:`locate` gives an
+:class:`OpenUnmixFiles`, and ``numba_demucs.loading`` turns it into a model through the
+registry's ``OpenUnmix`` family.
 """
 from __future__ import annotations
 
@@ -15,14 +19,10 @@ import dataclasses
 import re
 from pathlib import Path
 
-import numpy as np
-
-from ._files import hash_file
-from .pretrained import cache_dir as default_cache_dir
-from .pretrained.download import download
-from .checkpoint import read_state_dict
-from .errors import CheckpointError, ChecksumError, NumbaDemucsError, UnknownModelError
-from .models.openunmix import OpenUnmixConfig, OpenUnmixSeparator
+from .._files import hash_file
+from ..errors import CheckpointError, ChecksumError, NumbaDemucsError, UnknownModelError
+from .cache import cache_dir as default_cache_dir
+from .download import download
 
 TARGETS = ("vocals", "drums", "bass", "other")
 ZENODO = "https://zenodo.org/records"
@@ -119,33 +119,33 @@ def files_in_cache(name: str, cache_dir=None, progress=False) -> dict[str, Path]
     return files
 
 
-def load(name: str, repo=None, *, dtype=np.float32, cache_dir=None, progress=False,
-         **options) -> OpenUnmixSeparator:
-    """``OpenUnmixSeparator`` for ``umxl``/``umxhq``/``umx`` from ``repo`` or the cache.
+@dataclasses.dataclass(frozen=True)
+class OpenUnmixFiles:
+    """An Open-Unmix model found on disk: ``{target: TARGET-HASH8.pth}`` (hashes checked).
 
-    ``options`` are the Separator's (``niter``, ``softmask``, ``residual``,
-    ``wiener_win_len``); the defaults are openunmix's ``umxl()`` ones (niter=1, 300 frames).
+    ``hidden_size`` is the one the name fixes (``umxl``: 1024), or None for a bare folder
+    (``--checkpoint DIR``, the debug tools), whose files then give it (``fc1.weight``).
     """
+
+    name: str
+    files: dict
+    hidden_size: int | None
+    folder: Path
+
+
+def locate(name: str, repo=None, cache_dir=None, progress=False) -> OpenUnmixFiles:
+    """The checked files of ``umxl``/``umxhq``/``umx``, from ``repo`` or the cache (downloaded
+    when missing)."""
     if name not in CATALOG:
         raise UnknownModelError(f"{name!r} is not an Open-Unmix model; known: "
                                 f"{', '.join(CATALOG)}", sorted(CATALOG))
     files = files_in_repo(name, repo) if repo is not None else files_in_cache(name, cache_dir,
                                                                               progress)
-    return load_files(files, CATALOG[name].hidden_size, dtype=dtype, label=name, **options)
+    return OpenUnmixFiles(name, files, CATALOG[name].hidden_size,
+                          Path(next(iter(files.values()))).parent)
 
 
-def load_files(files: dict, hidden_size: int, *, dtype=np.float32, label="openunmix",
-               **options) -> OpenUnmixSeparator:
-    states = {target: read_state_dict(path) for target, path in files.items()}
-    for target, state in states.items():
-        weight = state.get("fc1.weight")
-        if weight is not None and weight.shape[0] != hidden_size:
-            raise CheckpointError(
-                f"{files[target]}: fc1.weight has {weight.shape[0]} hidden units, but {label} "
-                f"has {hidden_size}; the model name fixes the architecture")
-    config = OpenUnmixConfig(targets=tuple(files), hidden_size=hidden_size, **options)
-    origin = str(Path(next(iter(files.values()))).parent)
-    model = OpenUnmixSeparator(config, states, dtype, origin,
-                               origins={target: str(path) for target, path in files.items()})
-    model.name = label
-    return model
+def locate_folder(folder) -> OpenUnmixFiles:
+    """A folder of ``TARGET-HASH8.pth`` files given as a path: any hidden size."""
+    folder = Path(folder)
+    return OpenUnmixFiles(folder.name, files_in_repo(folder.name, folder), None, folder)
