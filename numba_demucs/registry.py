@@ -83,16 +83,15 @@ def lookup(class_name: str, origin) -> ModelFamily:
         f"{origin}: model class {class_name} is not supported (implemented: {implemented})")
 
 
+# -- the families we implement (a new model class registers here) -------------------------
+
+register(ModelFamily("HTDemucs", HTDemucs, HTDemucsConfig.from_arguments, ("demucs.htdemucs",)))
+register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",)))
+register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",)))
+
 # Open-Unmix (openunmix 1.3.0's Separator around one OpenUnmix per target): its files are
 # bare per-target state dicts that name no class, so no checkpoint may name it (no
 # modules); loading builds its package from the TARGET-HASH8.pth files that
 # pretrained.openunmix finds, and Separator's Wiener settings are its run-time options.
 register(ModelFamily("OpenUnmix", OpenUnmixSeparator, OpenUnmixConfig.from_arguments,
                      options=OpenUnmixConfig.OPTIONS))
-
-
-# -- the families we implement (a new model class registers here) -------------------------
-
-register(ModelFamily("HTDemucs", HTDemucs, HTDemucsConfig.from_arguments, ("demucs.htdemucs",)))
-register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",)))
-register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",)))
