@@ -150,3 +150,31 @@ def test_models_and_estimates_together_are_refused(setup, tmp_path, capsys):
     assert cli.main(["eval", "musdb", "--root", str(root), "--checkpoint", str(checkpoints[0]),
                      "--estimates", str(tmp_path), "-o", str(tmp_path / "o")]) == 2
     assert "either --estimates or models" in capsys.readouterr().err
+
+
+def test_two_models_on_a_dask_cluster_equal_a_local_run(setup, tmp_path, capsys):
+    """With --dask-scheduler the workers separate and keep the estimates: the same files
+    and the same JSON as a run in this process."""
+    distributed = pytest.importorskip("distributed")
+    root, checkpoints = setup
+    local, remote = tmp_path / "local", tmp_path / "dask"
+    assert _run(root, checkpoints, local) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        argv = ["eval", "musdb", "--root", str(root), "-o", str(remote), "--no-progress",
+                "--shifts", "0", "--dask-scheduler", cluster.scheduler_address]
+        for checkpoint in checkpoints:
+            argv += ["--checkpoint", str(checkpoint)]
+        assert cli.main(argv) == 0
+    assert "4567cdef: 2 scored" in capsys.readouterr().err
+    files = sorted(p.relative_to(local) for p in local.rglob("*") if p.is_file())
+    assert len(files) == 2 * 2 + 2 * 2 * 4  # JSONs, then 4 stems per track and model
+    assert files == sorted(p.relative_to(remote) for p in remote.rglob("*") if p.is_file())
+    for relative in files:
+        if relative.suffix == ".wav":  # float WAV headers hold a time stamp (PEAK chunk)
+            ours, ours_rate = soundfile.read(remote / relative, dtype="float32")
+            theirs, theirs_rate = soundfile.read(local / relative, dtype="float32")
+            assert ours_rate == theirs_rate
+            np.testing.assert_array_equal(ours, theirs, err_msg=str(relative))
+        else:
+            assert (local / relative).read_bytes() == (remote / relative).read_bytes(), relative
