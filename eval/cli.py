@@ -20,10 +20,12 @@ def register(subparsers) -> None:
     musdb.add_argument("--root", required=True, help="MUSDB18-HQ folder (with train/ and test/)")
     musdb.add_argument("--subset", default="test", choices=["train", "test"])
     musdb.add_argument("--tracks", nargs="+", metavar="NAME", help="only these tracks")
-    source = musdb.add_mutually_exclusive_group(required=True)
-    source.add_argument("-n", "--name", dest="model", help="pretrained model name to run")
-    source.add_argument("--checkpoint", help="model checkpoint file to run")
-    source.add_argument("--estimates", help="folder of estimates DIR/TRACK/SOURCE.wav")
+    musdb.add_argument("-n", "--name", dest="model", action="append", default=[],
+                       metavar="NAME", help="pretrained model name to run (repeat it, or mix "
+                                            "it with --checkpoint, to score several models)")
+    musdb.add_argument("--checkpoint", action="append", default=[], metavar="FILE",
+                       help="model checkpoint file to run (may be repeated)")
+    musdb.add_argument("--estimates", help="folder of estimates DIR/TRACK/SOURCE.wav")
     musdb.add_argument("-o", "--output", required=True, help="results folder")
     separation = musdb.add_argument_group(
         "separation (with -n or --checkpoint; the defaults are demucs')")
@@ -95,36 +97,66 @@ def register(subparsers) -> None:
 
 
 def run_musdb(args) -> int:
-    from . import musdb, runner
+    from . import musdb, report, runner
+    from .tables import print_tables
 
     if args.jobs < 1:
         raise EvaluationError(f"--jobs must be at least 1, got {args.jobs}")
+    systems = [(name, None) for name in args.model] + [(None, c) for c in args.checkpoint]
+    if (args.estimates is None) == (not systems):
+        raise EvaluationError("give either --estimates or models (-n NAME / --checkpoint FILE)")
     if args.estimates is not None and not os.path.isdir(args.estimates):
         raise EvaluationError(f"{args.estimates}: estimates folder not found")
     tracks = musdb.find_tracks(args.root, args.subset, args.tracks)
     options = runner.SeparationOptions(shifts=args.shifts, overlap=args.overlap,
                                        split=not args.no_split, segment=args.segment,
                                        seed=args.seed)
-    tasks = [runner.TrackTask(track, estimates_dir=args.estimates, model=args.model,
-                              checkpoint=args.checkpoint, separation=options)
-             for track in tracks]
-    todo = runner.pending_tasks(tasks, args.output, args.force)
-    if todo and args.estimates is None:
-        # Resolve and load the model before any track: a wrong name or a broken checkpoint
-        # fails at once, and with --jobs 1 this process keeps the loaded model.
-        runner.load_separator(args.model, args.checkpoint)
-    summary = runner.run(tasks, args.output, jobs=args.jobs, force=args.force,
-                         dask_scheduler=args.dask_scheduler, progress=not args.no_progress)
-    print(summary.line(args.output), file=sys.stderr)
-    from . import report
-    from .tables import print_tables
-
-    failed = {failure.track.name for failure in summary.failed}
-    results = {track.name: report.read_track(runner.result_path(args.output, track))
-               for track in tracks if track.name not in failed}
-    if results:
-        print_tables({Path(args.output).name: results})
-    return 2 if summary.failed else 0
+    output = Path(args.output)
+    if args.estimates is not None or len(systems) == 1:
+        # One system: results in OUT/SUBSET/TRACK.json, museval's layout, estimates not kept.
+        model, checkpoint = systems[0] if systems else (None, None)
+        runs = [(output.name, output,
+                 [runner.TrackTask(track, estimates_dir=args.estimates, model=model,
+                                   checkpoint=checkpoint, separation=options)
+                  for track in tracks])]
+    else:
+        # Several models: OUT/MODEL/SUBSET/TRACK.json each, and each model's estimates kept
+        # in OUT/estimates/MODEL/TRACK/SOURCE.wav, so a resumed run separates nothing twice.
+        labels = [runner.model_label(model, checkpoint) for model, checkpoint in systems]
+        for label in labels:
+            if labels.count(label) > 1 or label == runner.ESTIMATES_FOLDER:
+                raise EvaluationError(f"two models would share the results folder "
+                                      f"{output / label}; rename a checkpoint"
+                                      if label != runner.ESTIMATES_FOLDER else
+                                      f"a model may not be named '{label}' (the folder of "
+                                      "the kept estimates)")
+        runs = [(label, output / label,
+                 [runner.TrackTask(track, model=model, checkpoint=checkpoint,
+                                   separation=options,
+                                   keep_estimates=str(output / runner.ESTIMATES_FOLDER / label))
+                  for track in tracks])
+                for label, (model, checkpoint) in zip(labels, systems)]
+    for _, folder, tasks in runs:
+        if systems and runner.pending_tasks(tasks, folder, args.force):
+            # Resolve and load every model before any track: a wrong name or a broken
+            # checkpoint fails at once, and with --jobs 1 this process keeps the models.
+            runner.load_separator(tasks[0].model, tasks[0].checkpoint)
+    methods, any_failed = {}, False
+    for label, folder, tasks in runs:
+        summary = runner.run(tasks, folder, jobs=args.jobs, force=args.force,
+                             dask_scheduler=args.dask_scheduler,
+                             progress=not args.no_progress)
+        prefix = f"{label}: " if len(runs) > 1 else ""
+        print(prefix + summary.line(folder), file=sys.stderr)
+        any_failed = any_failed or bool(summary.failed)
+        failed = {failure.track.name for failure in summary.failed}
+        results = {task.track.name: report.read_track(runner.result_path(folder, task.track))
+                   for task in tasks if task.track.name not in failed}
+        if results:
+            methods[label] = results
+    if methods:
+        print_tables(methods)
+    return 2 if any_failed else 0
 
 
 def run_bsseval(args) -> int:

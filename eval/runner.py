@@ -28,6 +28,8 @@ from .musdb import (SOURCES, Track, check_matches, load_mixture, load_stems, rea
                     stack_stems, stem_location)
 
 METRICS = ("SDR", "SIR", "ISR", "SAR")
+ESTIMATES_FOLDER = "estimates"
+"""Where ``eval musdb`` with several models keeps their estimates: ``OUT/estimates/MODEL``."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,9 @@ class TrackTask:
     separation: SeparationOptions = SeparationOptions()
     window: float = 1.0
     hop: float = 1.0
+    keep_estimates: str | None = None
+    """With a model: a folder where the estimates are kept as ``FOLDER/TRACK/SOURCE.wav``
+    (float32 WAV, written atomically by whoever separates) and reused when all are there."""
 
 
 # ----------------------------------------------------------------------------------------
@@ -187,22 +192,31 @@ _MODELS: dict = {}
 
 
 def load_separator(model: str | None = None, checkpoint: str | None = None):
-    """The model to separate with, loaded once per process: a pretrained name through
-    ``numba_demucs.load_model`` (cache, download, checksums), a file through
-    ``loading.load_file`` (checksum in a ``SIG-CHECKSUM.th`` name checked)."""
+    """The model to separate with, loaded once per process, the way ``separate`` loads it
+    (``numba_demucs.separator``): a pretrained name (demucs or Open-Unmix) through the
+    cache, download and checksums, a file through ``loading.load_file`` (checksum in a
+    ``SIG-CHECKSUM.th`` name checked)."""
     key = ("name", model) if model is not None else ("file", checkpoint)
     if key in _MODELS:
         return _MODELS[key]
-    from numba_demucs.loading import load_file, load_named
+    from numba_demucs.separator import _load
 
-    if model is not None:
-        loaded = load_named(model)
-    elif checkpoint is not None:
-        loaded = load_file(checkpoint)
-    else:
+    if model is None and checkpoint is None:
         raise EvaluationError("no model given: pass a model name or a checkpoint")
+    loaded, _ = _load(model if model is not None else checkpoint, None, np.float32, False)
     _MODELS[key] = loaded
     return loaded
+
+
+def model_label(model: str | None = None, checkpoint: str | None = None) -> str:
+    """The folder name ``separate`` gives this model's stems: the name, or the checkpoint's
+    file name without extension (the signature of a ``SIG-CHECKSUM.th``)."""
+    from numba_demucs.separator import _SIGNED_NAME
+
+    if model is not None:
+        return model
+    stem = Path(checkpoint).stem
+    return stem.split("-")[0] if _SIGNED_NAME.fullmatch(stem) else stem
 
 
 def normalised_apply(model, mixture: np.ndarray, options: SeparationOptions) -> np.ndarray:
@@ -243,6 +257,38 @@ def separate(task: TrackTask, mixture: np.ndarray, rate: int, sources) -> np.nda
     return np.ascontiguousarray(np.asarray(separated)[order].transpose(0, 2, 1))
 
 
+def kept_estimates(task: TrackTask, references, rate) -> np.ndarray:
+    """The estimates of ``task.keep_estimates/TRACK``: separated and written there first
+    unless every source's file is already there (a previous run wrote it).
+
+    Each stem is a float32 WAV written under a temporary name and renamed, so a file under
+    its final name is whole; a track with some stems missing (a run killed between two
+    renames) is separated again. Scores are always computed on the files read back, so a
+    resumed run scores exactly what a fresh one does.
+    """
+    import soundfile
+
+    from numba_demucs._files import atomic_path
+
+    track = task.track
+    folder = Path(task.keep_estimates) / track.name
+    if not all((folder / f"{source}.wav").is_file() for source in SOURCES):
+        mixture, mix_rate = load_mixture(track)
+        check_matches(stem_location(track, "mixture"), mix_rate, mixture.shape[::-1], rate,
+                      references.shape[1:], "the stems have")
+        model = load_separator(task.model, task.checkpoint)
+        missing = [s for s in SOURCES if s not in model.sources]
+        if missing:
+            raise EvaluationError(f"model {task.model or task.checkpoint} does not produce "
+                                  f"{', '.join(missing)}")
+        separated = separate(task, mixture, rate, list(model.sources))
+        for source, audio in zip(model.sources, separated):  # audio: (samples, channels)
+            final = folder / f"{source}.wav"
+            with atomic_path(final) as temporary:
+                soundfile.write(str(temporary), audio, rate, subtype="FLOAT", format="WAV")
+    return load_estimates(str(folder), SOURCES, references, rate)
+
+
 def score_track(task: TrackTask) -> dict:
     """Score one track; returns the museval JSON document (written by the caller)."""
     track = task.track
@@ -254,6 +300,8 @@ def score_track(task: TrackTask) -> dict:
     if task.estimates_dir is not None:
         estimates = load_estimates(os.path.join(task.estimates_dir, track.name), SOURCES,
                                    references, rate)
+    elif task.keep_estimates is not None:
+        estimates = kept_estimates(task, references, rate)
     else:
         mixture, mix_rate = load_mixture(track)
         # mixture is (channels, samples): its shape reversed is (samples, channels)

@@ -9,6 +9,8 @@ code is 2 when any track failed.
 """
 from __future__ import annotations
 
+import dataclasses
+import glob
 import sys
 import time
 from pathlib import Path
@@ -73,6 +75,10 @@ def register(subparsers) -> None:
     parser.add_argument("--stream", action="store_true",
                         help="read, separate and write block by block: the same stems in "
                              "memory that does not grow with the track's length")
+    parser.add_argument("--dask-scheduler", metavar="ADDRESS",
+                        help="separate on a dask.distributed cluster (tcp://HOST:PORT): one "
+                             "task per track, stems written by the workers, which must see "
+                             "the tracks, the model and OUT at the same paths")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     umx = parser.add_argument_group(
         "Open-Unmix (umxl, umxhq, umx)", "the Wiener post-filter, named as openunmix's own "
@@ -221,7 +227,17 @@ def run(args) -> int:
     tracks = audio.find_tracks(args.tracks)
     progress.say(f"Separated tracks will be stored in {folder.resolve()}")
     failed = []
-    for track in tracks:
+    if args.dask_scheduler:
+        job = _WorkerJob(model=str(model), repo=None if args.repo is None else str(args.repo),
+                         shifts=args.shifts, overlap=args.overlap, split=args.split,
+                         segment=args.segment, jobs=args.jobs, seed=args.seed,
+                         resampler=args.resampler, output=output, out=str(args.out),
+                         stream=args.stream)
+        failed = _run_dask(args.dask_scheduler, job, tracks, separator, progress)
+        tracks_left = []
+    else:
+        tracks_left = tracks
+    for track in tracks_left:
         try:
             details = audio.info(track)
             if details.channels > separator.audio_channels:
@@ -233,7 +249,106 @@ def run(args) -> int:
         except NumbaDemucsError as error:
             print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)
             failed.append(track)
-    if len(tracks) > 1 or failed:
+    if len(tracks) > 1 or failed:  # the same summary with or without dask
         progress.say(f"{len(tracks) - len(failed)} of {len(tracks)} tracks separated"
                      + (f"; failed: {', '.join(str(t) for t in failed)}" if failed else ""))
     return 2 if failed else 0
+
+
+# ----------------------------------------------------------------------------------------
+# --dask-scheduler: one task per track on a dask.distributed cluster
+# ----------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _WorkerJob:
+    """What a dask worker needs to separate tracks as this command does (picklable)."""
+
+    model: str
+    repo: str | None
+    shifts: int
+    overlap: float
+    split: bool
+    segment: float | None
+    jobs: int
+    seed: int | None
+    resampler: str
+    output: object  # StemOutput
+    out: str
+    stream: bool
+
+
+_SEPARATORS: dict = {}
+
+
+def separate_on_worker(job: _WorkerJob, track: str) -> list:
+    """One track on a dask worker: the model is loaded once per worker process, the stems
+    are written by ``Separator.separate_file`` (each under a temporary name, then renamed).
+    Returns the paths written, as strings."""
+    from .separator import Separator
+
+    key = (job.model, job.repo, job.shifts, job.overlap, job.split, job.segment, job.jobs,
+           job.seed, job.resampler)
+    if key not in _SEPARATORS:
+        _SEPARATORS[key] = Separator(job.model, job.repo, shifts=job.shifts,
+                                     overlap=job.overlap, split=job.split,
+                                     segment=job.segment, jobs=job.jobs, seed=job.seed,
+                                     resampler=job.resampler)
+    written = _SEPARATORS[key].separate_file(track, job.out, job.output, stream=job.stream)
+    return [str(path) for path in written.values()]
+
+
+def _remove_temporaries(targets) -> None:
+    """Temporaries left beside finished stems by a worker killed while writing them.
+
+    Called once the track's task has completed elsewhere, so no rightful writer is left."""
+    from ._files import TEMPORARY_SUFFIX
+
+    for target in targets:
+        target = Path(target)
+        if target.parent.is_dir():
+            for temporary in target.parent.glob(f".{glob.escape(target.name)}.*"
+                                                f"{TEMPORARY_SUFFIX}"):
+                temporary.unlink(missing_ok=True)
+
+
+def _run_dask(address, job, tracks, separator, progress) -> list:
+    """Separate ``tracks`` on the cluster at ``address``; returns the tracks that failed.
+
+    A track that fails with a ``NumbaDemucsError`` is reported on one line and the others
+    go on, as locally; a worker lost mid-track makes the scheduler run that track on
+    another worker, whose stems replace whatever the lost one had renamed into place.
+    """
+    try:
+        from distributed import Client, as_completed
+    except ImportError:
+        raise NumbaDemucsError("--dask-scheduler needs dask.distributed "
+                               "(pip install 'numba-demucs[eval]')") from None
+    try:
+        client = Client(address, timeout="20s")
+    except OSError as error:
+        raise NumbaDemucsError(f"cannot reach the dask scheduler at {address} "
+                               f"({error})") from None
+    failed = []
+    with client:
+        futures = [client.submit(separate_on_worker, job, str(track), pure=False)
+                   for track in tracks]
+        by_key = {future.key: track for future, track in zip(futures, tracks)}
+        try:
+            for future in as_completed(futures):
+                track = by_key[future.key]
+                if future.status == "error":
+                    error = future.exception()
+                    if not isinstance(error, NumbaDemucsError):
+                        raise error
+                    print(f"numba-demucs: error: {error}", file=sys.stderr, flush=True)
+                    failed.append(track)
+                else:
+                    _remove_temporaries(future.result())
+                    progress.say(f"{track}: separated ({separator.name})")
+                # its stems are on disk: a worker lost later must not redo this track
+                future.release()
+        except BaseException:
+            client.cancel(futures)
+            raise
+    return failed
