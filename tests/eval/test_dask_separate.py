@@ -30,7 +30,7 @@ from test_dask_cluster import _dask, _free_port, _wait  # noqa: E402
 TRACKS = [f"song{index}" for index in range(6)]
 SECONDS = 5.0
 SR = 44100
-DEADLINE = 55.0
+DEADLINE = 120.0  # seconds for the cluster part (26 s seen under load; a hang must not stall CI)
 STEMS = ("drums", "bass", "other", "vocals")
 
 
