@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import warnings
 from fractions import Fraction
 
-from ..errors import UnsupportedModelError
+from ..errors import CheckpointError, UnsupportedModelError
 
 
 def bind_arguments(cls, class_name, args, kwargs, origin="checkpoint"):
@@ -27,8 +28,155 @@ def bind_arguments(cls, class_name, args, kwargs, origin="checkpoint"):
     except TypeError as error:
         raise UnsupportedModelError(f"{origin}: cannot bind {class_name} arguments ({error})") from None
     config = cls(*bound.args, **bound.kwargs)
+    check_arguments(config, class_name, origin)
     config.check_supported(origin)
     return config
+
+
+# -- argument types and ranges -------------------------------------------------------------
+# A checkpoint's arguments come from the file, so each is checked for the type demucs'
+# constructor uses it as (bool is not an int here, a float is not an int) and for a range
+# that bounds what building and running the model may allocate or loop over. The maxima
+# sit well above every published model (docs/pretrained.md, "Security") and far below
+# what would hang or exhaust memory.
+
+MAX_WIDTH = 1 << 15  # widest layer's channels (published models: 1536 to 4096)
+
+
+class _Check:
+    """One argument's rule: ``problem(value)`` is None or what is wrong with it."""
+
+    def __init__(self, problem, text):
+        self.problem, self.text = problem, text
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value):
+    return isinstance(value, (int, float, Fraction)) and not isinstance(value, bool)
+
+
+def Int(low, high):
+    def problem(value):
+        if not _is_int(value):
+            return "must be an integer"
+        return None if low <= value <= high else f"must be in [{low}, {high}]"
+    return _Check(problem, f"int in [{low}, {high}]")
+
+
+def Real(low, high, *, open_low=False):
+    def problem(value):
+        if not _is_real(value):
+            return "must be a number"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be finite"  # (ints and fractions always are; float() may overflow)
+        if (value <= low if open_low else value < low) or value > high:
+            return f"must be in {'(' if open_low else '['}{low}, {high}]"
+        return None
+    return _Check(problem, f"number in {'(' if open_low else '['}{low}, {high}]")
+
+
+def PowerOfTwo(low, high):
+    def problem(value):
+        if not _is_int(value):
+            return "must be an integer"
+        if value < low or value > high or value & (value - 1):
+            return f"must be a power of two in [{low}, {high}]"
+        return None
+    return _Check(problem, f"power of two in [{low}, {high}]")
+
+
+def Flag():
+    return _Check(lambda value: None if isinstance(value, bool) else "must be True or False", "bool")
+
+
+def Text(longest=64):
+    def problem(value):
+        return None if isinstance(value, str) and len(value) <= longest else \
+            f"must be a string of at most {longest} characters"
+    return _Check(problem, "str")
+
+
+def Reals(low, high, *, shortest=0, longest=16):
+    """A list of numbers in [low, high]."""
+    item = Real(low, high)
+
+    def problem(value):
+        if not isinstance(value, (list, tuple)) or not shortest <= len(value) <= longest:
+            count = shortest if shortest == longest else f"{shortest} to {longest}"
+            return f"must be a list of {count} numbers"
+        for element in value:
+            if item.problem(element):
+                return f"must hold numbers in [{low}, {high}]"
+        return None
+    return _Check(problem, f"list of numbers in [{low}, {high}]")
+
+
+def Names(longest=32):
+    """Source names: a non-empty list of unique plain names (each one a stem's file name)."""
+    def problem(value):
+        if not isinstance(value, (list, tuple)) or not 1 <= len(value) <= longest:
+            return f"must be a list of 1 to {longest} names"
+        for name in value:
+            if (not isinstance(name, str) or not name or len(name) > 64 or name in (".", "..")
+                    or any(c in name for c in "/\\\0") or not name.isprintable()):
+                return f"must hold plain names (not {name!r})"
+        if len(set(value)) != len(value):
+            return "must not repeat a name"
+        return None
+    return _Check(problem, f"list of 1 to {longest} unique plain names")
+
+
+def Optional(check):
+    return _Check(lambda value: None if value is None else check.problem(value),
+                  f"None or {check.text}")
+
+
+def check_arguments(config, class_name, origin):
+    """Every argument of ``config`` against its class' ``ARGUMENTS``; a CheckpointError
+    naming the file, the argument and the value for the first that fails."""
+    for name, check in config.ARGUMENTS.items():
+        value = getattr(config, name)
+        problem = check.problem(value)
+        if problem:
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            raise CheckpointError(f"{origin}: {class_name} argument {name}={shown} {problem}")
+    # the widest layer (its weights are read from the file, but its size drives loops and
+    # buffers before any weight is compared with the file)
+    width = max(config.channels, getattr(config, "channels_time", None) or 0)
+    growth = config.growth ** (config.depth - 1)
+    if width * growth > MAX_WIDTH or getattr(config, "bottom_channels", 0) > MAX_WIDTH:
+        raise CheckpointError(
+            f"{origin}: {class_name} arguments channels={config.channels}, growth={config.growth}, "
+            f"depth={config.depth} make layers wider than {MAX_WIDTH} channels")
+    length = config.segment * config.samplerate
+    if length > MAX_SEGMENT_SAMPLES:
+        raise CheckpointError(
+            f"{origin}: {class_name} arguments segment={config.segment}, samplerate="
+            f"{config.samplerate} make segments longer than {MAX_SEGMENT_SAMPLES} samples")
+
+
+MAX_SEGMENT_SAMPLES = 1 << 27  # about 50 min at 44.1 kHz (published models: 7.8 s to 40 s)
+
+# What every family shares (same meaning in demucs' three constructors).
+_COMMON = dict(
+    sources=Names(), audio_channels=Int(1, 16), channels=Int(1, 4096), depth=Int(1, 12),
+    rewrite=Flag(), kernel_size=Int(1, 64), stride=Int(1, 64), context=Int(0, 64),
+    norm_starts=Int(0, 1 << 20), norm_groups=Int(1, 256), dconv_mode=Int(0, 3),
+    dconv_depth=Int(1, 16), dconv_comp=Int(1, 1024), dconv_init=Real(-1e6, 1e6),
+    rescale=Real(0, 1e6), samplerate=Int(1, 768000), segment=Real(0, 3600, open_low=True),
+)
+# HDemucs and HTDemucs (the hybrid spectrogram branch)
+_HYBRID = dict(
+    _COMMON, channels_time=Optional(Int(1, 4096)), growth=Int(1, 16), nfft=PowerOfTwo(4, 1 << 16),
+    wiener_iters=Int(0, 100), end_iters=Int(0, 100), wiener_residual=Flag(), cac=Flag(),
+    multi_freqs=Optional(Reals(0, 1)), multi_freqs_depth=Int(0, 12),
+    freq_emb=Real(0, 1e6), emb_scale=Real(-1e6, 1e6), emb_smooth=Flag(), time_stride=Int(1, 64),
+    context_enc=Int(0, 64),
+)
 
 
 @dataclasses.dataclass
@@ -102,6 +250,21 @@ class HTDemucsConfig:
     @classmethod
     def from_arguments(cls, args, kwargs, origin="checkpoint"):
         return bind_arguments(cls, "HTDemucs", args, kwargs, origin)
+
+    ARGUMENTS = dict(
+        _HYBRID, bottom_channels=Int(0, 4096), t_layers=Int(0, 32), t_emb=Text(),
+        t_hidden_scale=Real(0, 64, open_low=True), t_heads=Int(1, 256), t_dropout=Real(0, 1),
+        t_max_positions=Int(1, 1 << 24), t_norm_in=Flag(), t_norm_in_group=Flag(),
+        t_group_norm=Flag(), t_norm_first=Flag(), t_norm_out=Flag(),
+        t_max_period=Real(0, 1e12, open_low=True), t_weight_decay=Real(-1e6, 1e6),
+        t_lr=Optional(Real(-1e6, 1e6)), t_layer_scale=Flag(), t_gelu=Flag(),
+        t_weight_pos_embed=Real(-1e6, 1e6), t_sin_random_shift=Int(0, 1 << 24),
+        t_cape_mean_normalize=Flag(), t_cape_augment=Flag(),
+        t_cape_glob_loc_scale=Reals(-1e12, 1e12, shortest=3, longest=3),
+        t_sparse_self_attn=Flag(), t_sparse_cross_attn=Flag(), t_mask_type=Text(),
+        t_mask_random_seed=Int(-(1 << 63), 1 << 64), t_sparse_attn_window=Int(0, 1 << 24),
+        t_global_window=Int(0, 1 << 24), t_sparsity=Real(0, 1), t_auto_sparsity=Flag(),
+        t_cross_first=Flag(), use_train_segment=Flag())
 
     def check_supported(self, origin="HTDemucs"):
         """Refuse arguments whose computation we do not implement, naming them."""
@@ -177,6 +340,9 @@ class HDemucsConfig:
     def from_arguments(cls, args, kwargs, origin="checkpoint"):
         return bind_arguments(cls, "HDemucs", args, kwargs, origin)
 
+    ARGUMENTS = dict(_HYBRID, hybrid=Flag(), hybrid_old=Flag(), dconv_attn=Int(0, 1 << 20),
+                     dconv_lstm=Int(0, 1 << 20))
+
     def check_supported(self, origin="HDemucs"):
         """Refuse arguments whose computation we do not implement, naming them."""
         refused = []
@@ -230,6 +396,10 @@ class DemucsConfig:
     @classmethod
     def from_arguments(cls, args, kwargs, origin="checkpoint"):
         return bind_arguments(cls, "Demucs", args, kwargs, origin)
+
+    ARGUMENTS = dict(_COMMON, growth=Real(0, 16, open_low=True), lstm_layers=Int(0, 16),
+                     gelu=Flag(), glu=Flag(), dconv_attn=Int(0, 1 << 20),
+                     dconv_lstm=Int(0, 1 << 20), normalize=Flag(), resample=Flag())
 
     def check_supported(self, origin="Demucs"):
         """Refuse arguments whose computation we do not implement, naming them (no

@@ -89,7 +89,8 @@ def write_th(path, package, *, byteorder="little", edit=None, pickle_bytes=None)
 
         buffer = io.BytesIO()
         _Writer(buffer, protocol=2).dump({
-            "klass": Global("demucs.htdemucs", "HTDemucs"), "args": package["args"],
+            "klass": Global(*package.get("klass", "demucs.htdemucs.HTDemucs").rsplit(".", 1)),
+            "args": package["args"],
             "kwargs": package["kwargs"], "state": collections.OrderedDict(tensors)})
         pickle_bytes = buffer.getvalue()
     with zipfile.ZipFile(path, "w") as archive:
