@@ -154,9 +154,14 @@ def test_missing_file(tmp_path):
         numba_demucs.load_model(tmp_path / "nothere.th")
 
 
-def test_unsupported_class(tmp_path):
+def test_unsupported_class(tmp_path, monkeypatch):
+    """A class the registry does not know (every demucs class is registered now, so one is
+    taken out for the test) is refused naming the file and the class."""
     from demucs.hdemucs import HDemucs
 
+    from numba_demucs import registry
+
+    monkeypatch.delitem(registry._FAMILIES, "HDemucs")
     model = HDemucs(["a", "b"], channels=4, depth=2)
     path = reference.save_th(model, tmp_path, "bbbb0002")
     with pytest.raises(UnsupportedModelError, match=r"bbbb0002.*demucs\.hdemucs\.HDemucs"):
