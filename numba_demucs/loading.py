@@ -14,7 +14,8 @@ import numpy as np
 
 from . import registry
 from .checkpoint import BagDescription, ModelPackage, read_bag, read_package
-from .errors import CheckpointError
+from .errors import CheckpointError, UnsupportedModelError
+from .quantized import QuantizedStateError, dequantize
 from .models.bag import BagOfModels
 from .pretrained import Progress, check_name_checksum, locate
 
@@ -82,4 +83,13 @@ def model_from_package(package: ModelPackage, dtype=np.float32):
     origin = str(package.path)
     family = registry.lookup(package.klass, origin)
     config = family.read_config(package.args, package.kwargs, origin)
-    return family.model(config, package.state, dtype, origin)
+    state = package.state
+    if package.quantized is not None:
+        if family.layout is None:
+            raise UnsupportedModelError(
+                f"{origin}: diffq layout of a quantized {family.class_name} is not supported")
+        try:
+            state = dequantize(package.quantized, family.layout(config), origin)
+        except QuantizedStateError as error:
+            raise CheckpointError(f"{origin}: corrupted quantized (DiffQ) state: {error}") from None
+    return family.model(config, state, dtype, origin)

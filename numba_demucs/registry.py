@@ -19,6 +19,7 @@ from .models.config import DemucsConfig, HDemucsConfig, HTDemucsConfig
 from .models.demucs import Demucs
 from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
+from .quantized import demucs_layout, hdemucs_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +37,9 @@ class ModelFamily:
     model: type
     read_config: Callable[[tuple, dict, str], Any]
     modules: tuple[str, ...] = ()
+    # ``config -> [(name, shape)]``: the parameters in PyTorch ``named_modules()`` order,
+    # needed to read a DiffQ-quantized state (which holds no names); None: not readable.
+    layout: Callable[[Any], list] | None = None
 
     @property
     def qualified_names(self) -> tuple[str, ...]:
@@ -80,5 +84,7 @@ def lookup(class_name: str, origin) -> ModelFamily:
 # -- the families we implement (a new model class registers here) -------------------------
 
 register(ModelFamily("HTDemucs", HTDemucs, HTDemucsConfig.from_arguments, ("demucs.htdemucs",)))
-register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",)))
-register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",)))
+register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",),
+                     layout=hdemucs_layout))
+register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",),
+                     layout=demucs_layout))
