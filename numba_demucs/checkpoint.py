@@ -364,6 +364,8 @@ def _unflatten_structure(node, tensors, path: Path):
     if "_tuple" in node:
         return tuple(_unflatten_structure(item, tensors, path) for item in node["_tuple"])
     if "_class" in node:
+        if node["_class"] == DIFFQ_CLASS:  # a quantized state's meta['klass'], never resolved
+            return _ClassReference(DIFFQ_CLASS)
         raise UnsafeCheckpointError(
             f"{path}: the state structure names the class {node['_class']}; "
             "refusing to import anything a checkpoint names")

@@ -195,3 +195,48 @@ def test_quantizer_class_is_not_a_model_class(tmp_path, small_demucs):
     assert zipfile.is_zipfile(path)
     with pytest.raises(CheckpointError, match="klass entry is not a model class"):
         load_model(path)
+
+
+def _flatten(node, tensors):
+    """demucs' Hugging Face export of a nested state (tools/export_hf.py's layout, as
+    demucs.hf._unflatten_state reads it): tensors by key, the rest as a JSON structure."""
+    if isinstance(node, torch.Tensor):
+        key = str(len(tensors))
+        tensors[key] = node.contiguous()
+        return {"_tensor": key}
+    if isinstance(node, dict):
+        return {"_dict": [[k, _flatten(v, tensors)] for k, v in node.items()]}
+    if isinstance(node, list):
+        return {"_list": [_flatten(v, tensors) for v in node]}
+    if isinstance(node, tuple):
+        return {"_tuple": [_flatten(v, tensors) for v in node]}
+    if isinstance(node, type):
+        return {"_class": f"{node.__module__}.{node.__name__}"}
+    return node
+
+
+def test_quantized_safetensors_as_demucs_hf_reads_it(tmp_path):
+    """The Hugging Face form of a quantized member: demucs.hf.load_safetensors_model and our
+    reader give the same weights, bit for bit."""
+    import json
+
+    from demucs import hf
+    from safetensors.torch import save_file
+
+    model = reference.build_model("hdemucs_c511e2ab", seed=4, **SMALL["hdemucs_c511e2ab"])
+    _, state = reference.quantize(model, min_size=MIN_SIZE, seed=4)
+    tensors = {}
+    structure = _flatten(state, tensors)
+    args, kwargs = model._init_args_kwargs
+    path = tmp_path / "f0000001.safetensors"
+    save_file(tensors, str(path), metadata={
+        "klass": "demucs.hdemucs.HDemucs", "args": json.dumps(list(args)),
+        "kwargs": json.dumps(reference._encode_json(kwargs)), "structure": json.dumps(structure)})
+    theirs = {n: p.detach().numpy() for n, p in hf.load_safetensors_model(path).named_parameters()}
+    package = checkpoint.read_safetensors(path)
+    family, config = _config(model)
+    from numba_demucs.quantized import dequantize
+    ours = dequantize(package.quantized, family.layout(config), str(path))
+    assert list(ours) == list(theirs)
+    for name in theirs:
+        np.testing.assert_array_equal(ours[name], theirs[name], err_msg=name)
