@@ -38,10 +38,6 @@ def _unsupported(path, what):
     return UnsupportedModelError(f"{path}: diffq layout {what} is not supported")
 
 
-def is_quantized(state) -> bool:
-    return isinstance(state, dict) and bool(state.get("__quantized"))
-
-
 def _bitpack_unpack(packed, length, path, what):
     """diffq ``bitpack.unpack``: int64 [lines, nbits, 32] words; value v = line*2048 + j*32 + i
     has bit k at bit j of word (line, k, i)."""
@@ -55,15 +51,15 @@ def _bitpack_unpack(packed, length, path, what):
     if length > lines * _BITPACK_LINE:
         raise QuantizedStateError(f"{what}: needs {length} values, the packed buffer holds "
                                   f"{lines * _BITPACK_LINE}")
-    words = packed.view(np.uint64)
-    v = np.arange(length)
-    line, rest = np.divmod(v, _BITPACK_LINE)
-    j, i = np.divmod(rest, 32)
-    shift = j.astype(np.uint64)
-    out = np.zeros(length, np.int64)
+    # Only the lines that hold the wanted values; bit j of word (line, k, i) is value
+    # (line, j, i) in row-major order, so a [lines, 64, 32] array flattens to value order.
+    used = -(-length // _BITPACK_LINE)
+    words = packed[:used].view(np.uint64)
+    shifts = np.arange(64, dtype=np.uint64)[None, :, None]
+    out = np.zeros((used, 64, 32), np.int64)
     for k in range(nbits):
-        out |= ((words[line, k, i] >> shift) & np.uint64(1)).astype(np.int64) << k
-    return out
+        out |= ((words[:, k, None, :] >> shifts) & np.uint64(1)).astype(np.int64) << k
+    return out.reshape(-1)[:length]
 
 
 def _torch_pack_unpack(packed, length, path, what):
@@ -79,12 +75,11 @@ def _torch_pack_unpack(packed, length, path, what):
         raise QuantizedStateError(f"{what}: needs {length} values, the packed buffer holds "
                                   f"{storage * groups}")
     words = packed.view(np.uint16 if storage == 16 else np.uint8).astype(np.int64)
-    v = np.arange(length)
-    s, g = np.divmod(v, groups)
-    out = np.zeros(length, np.int64)
+    shifts = np.arange(storage, dtype=np.int64)[:, None]
+    out = np.zeros((storage, groups), np.int64)  # [s, g] is value s * G + g
     for k in range(nbits):
-        out |= ((words[k, g] >> s) & 1) << k
-    return out
+        out |= ((words[k][None, :] >> shifts) & 1) << k
+    return out.reshape(-1)[:length]
 
 
 def _meta(state, path):
