@@ -172,6 +172,45 @@ def save_th(model, folder, signature="0123abcd"):
     return path
 
 
+def quantize(model, min_size=0.2, group_size=8, seed=0, **state_options):
+    """A diffq ``DiffQuantizer`` over ``model`` as demucs' training sets one up
+    (``states.get_quantizer``: min_size, group_size), with every group's bit-width logit
+    drawn at random (as training leaves them) so widths 2..14 all occur, and its
+    ``get_quantized_state(**state_options)`` marked ``__quantized`` as ``states.get_state``
+    does. Returns (quantizer, state)."""
+    import torch
+    from diffq import DiffQuantizer
+
+    quantizer = DiffQuantizer(model, min_size=min_size, group_size=group_size)
+    generator = torch.Generator().manual_seed(seed + 7)
+    for qparam in quantizer._qparams:
+        # sigmoid(2.8) * 13 + 2 < 14.5: no 15-bit group, which diffq packs nowhere.
+        qparam.logit.data[:] = torch.empty(qparam.logit.shape).uniform_(-4.0, 2.8,
+                                                                        generator=generator)
+    state = quantizer.get_quantized_state(**state_options)
+    state["__quantized"] = True
+    return quantizer, state
+
+
+def save_quantized_th(model, folder, signature="0123abcd", state=None, **quantize_options):
+    """Write a DiffQ-quantized ``SIG-CHECKSUM.th`` as demucs' ``save_with_checksum(
+    serialize_model(model, args, quantizer))`` does; ``state`` (default: :func:`quantize`'s)
+    may be given altered. Returns the path."""
+    import torch
+
+    if state is None:
+        _, state = quantize(model, **quantize_options)
+    args, kwargs = model._init_args_kwargs
+    content = {"klass": model.__class__, "args": args, "kwargs": kwargs, "state": state,
+               "training_args": {"note": "numba-demucs test fixture (diffq)"}}
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    checksum = hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
+    path = Path(folder) / f"{signature}-{checksum}.th"
+    path.write_bytes(buffer.getvalue())
+    return path
+
+
 def _encode_json(value):
     if isinstance(value, Fraction):
         return {"_type": "fraction", "numerator": value.numerator, "denominator": value.denominator}

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import registry
 from .errors import CheckpointError, UnsafeCheckpointError, UnsupportedModelError
+from .quantized import DIFFQ_CLASS
 
 # Model classes demucs may name; which of them we implement is registry's business.
 KNOWN_DEMUCS_CLASSES = {
@@ -61,6 +62,9 @@ class ModelPackage:
     #: a model saved as several files (Open-Unmix: ``{target: TARGET-HASH8.pth}``, ``state``
     #: then ``{target: its state dict}`` and ``path`` their folder)
     parts: dict | None = None
+    # A DiffQ-quantized state as pickled (see ``quantized``); ``state`` is then empty until
+    # ``loading`` dequantizes it against the architecture's parameter layout.
+    quantized: dict | None = None
 
     @property
     def class_name(self) -> str:
@@ -69,8 +73,9 @@ class ModelPackage:
 
 
 def _nameable_classes() -> set[str]:
-    """Class names a checkpoint may give: demucs' models and every registered family."""
-    return KNOWN_DEMUCS_CLASSES | registry.qualified_names()
+    """Class names a checkpoint may give: demucs' models, every registered family and diffq's
+    quantizer (a quantized state's ``meta['klass']``, recorded, never resolved)."""
+    return KNOWN_DEMUCS_CLASSES | registry.qualified_names() | {DIFFQ_CLASS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,8 +336,10 @@ def _package_from_dict(package, path: Path) -> ModelPackage:
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: state is not a dictionary of tensors")
     if state.get("__quantized"):
-        raise UnsupportedModelError(
-            f"{path}: quantized (DiffQ) checkpoints are not supported yet (issue 17)")
+        if klass.qualified_name == DIFFQ_CLASS:
+            raise CheckpointError(f"{path}: klass entry is not a model class")
+        return ModelPackage(klass.qualified_name, tuple(package["args"]),
+                            dict(package["kwargs"]), {}, path, quantized=state)
     for key, value in state.items():
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
             raise CheckpointError(f"{path}: state entry {key} is not a numeric tensor")
@@ -362,6 +369,8 @@ def _unflatten_structure(node, tensors, path: Path):
     if "_tuple" in node:
         return tuple(_unflatten_structure(item, tensors, path) for item in node["_tuple"])
     if "_class" in node:
+        if node["_class"] == DIFFQ_CLASS:  # a quantized state's meta['klass'], never resolved
+            return _ClassReference(DIFFQ_CLASS)
         raise UnsafeCheckpointError(
             f"{path}: the state structure names the class {node['_class']}; "
             "refusing to import anything a checkpoint names")

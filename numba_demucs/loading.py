@@ -21,6 +21,7 @@ import numpy as np
 from . import registry
 from .checkpoint import BagDescription, ModelPackage, read_bag, read_package, read_state_dict
 from .errors import CheckpointError, UnsupportedModelError
+from .quantized import QuantizedStateError, dequantize
 from .models.bag import BagOfModels
 from .pretrained import Progress, check_name_checksum, locate
 from .pretrained.openunmix import OpenUnmixFiles, locate_folder
@@ -134,8 +135,17 @@ def model_from_package(package: ModelPackage, dtype=np.float32, options: dict | 
                 f"{family.class_name}")
         kwargs = {**kwargs, **options}
     config = family.read_config(package.args, kwargs, origin)
+    state = package.state
+    if package.quantized is not None:
+        if family.layout is None:
+            raise UnsupportedModelError(
+                f"{origin}: diffq layout of a quantized {family.class_name} is not supported")
+        try:
+            state = dequantize(package.quantized, family.layout(config), origin)
+        except QuantizedStateError as error:
+            raise CheckpointError(f"{origin}: corrupted quantized (DiffQ) state: {error}") from None
     # a model of several files (Open-Unmix: one per target) names each in its messages
-    return family.model(config, package.state, dtype, package.parts or origin)
+    return family.model(config, state, dtype, package.parts or origin)
 
 
 def _openunmix(found: OpenUnmixFiles, dtype, options):

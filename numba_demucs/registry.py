@@ -20,6 +20,7 @@ from .models.demucs import Demucs
 from .models.hdemucs import HDemucs
 from .models.htdemucs import HTDemucs
 from .models.openunmix import OpenUnmixConfig, OpenUnmixSeparator
+from .quantized import demucs_layout, hdemucs_layout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,9 @@ class ModelFamily:
     #: run-time options a user may add to the checkpoint's arguments (Open-Unmix's Wiener
     #: filter settings); any other family refuses them
     options: tuple[str, ...] = ()
+    # ``config -> [(name, shape)]``: the parameters in PyTorch ``named_modules()`` order,
+    # needed to read a DiffQ-quantized state (which holds no names); None: not readable.
+    layout: Callable[[Any], list] | None = None
 
     @property
     def qualified_names(self) -> tuple[str, ...]:
@@ -86,8 +90,10 @@ def lookup(class_name: str, origin) -> ModelFamily:
 # -- the families we implement (a new model class registers here) -------------------------
 
 register(ModelFamily("HTDemucs", HTDemucs, HTDemucsConfig.from_arguments, ("demucs.htdemucs",)))
-register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",)))
-register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",)))
+register(ModelFamily("HDemucs", HDemucs, HDemucsConfig.from_arguments, ("demucs.hdemucs",),
+                     layout=hdemucs_layout))
+register(ModelFamily("Demucs", Demucs, DemucsConfig.from_arguments, ("demucs.demucs",),
+                     layout=demucs_layout))
 
 # Open-Unmix (openunmix 1.3.0's Separator around one OpenUnmix per target): its files are
 # bare per-target state dicts that name no class, so no checkpoint may name it (no

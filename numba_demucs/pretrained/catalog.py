@@ -68,12 +68,18 @@ CLASSES = {
     **dict.fromkeys(("75fc33f5", "c511e2ab", "7d865c68", "e51eebcc", "a1d90b5c", "5d2d6c55",
                      "cfa93e08", "fa0cb7f9", "902315c2"), "HDemucs"),
     **dict.fromkeys(("0d19c1c6", "7ecf8ec1", "9a6b4851", "1ef250f1"), "Demucs"),
+    # DiffQ twins: mdx_q's i-th member retrains mdx's i-th architecture (demucs'
+    # grids/mdx.py, same weight matrix), mdx_extra_q's are mdx_extra's HDemucs (inferred;
+    # the file's own klass decides when it is loaded).
+    **dict(zip(("6b9c2ca1", "b72baf4e", "42e558d4", "305bc58f"),
+               ("Demucs", "Demucs", "HDemucs", "HDemucs"))),
+    **dict.fromkeys(("83fc094f", "464b36d7", "14fc6a69", "7fd6ef75"), "HDemucs"),
 }
-# The DiffQ-quantized members of mdx_q and mdx_extra_q: their state is packed integer levels,
-# which we do not read yet (issue 17).
+# The DiffQ-quantized members of mdx_q and mdx_extra_q: their state is diffq's packed integer
+# levels, dequantized by numba_demucs.quantized when they are loaded.
 DIFFQ = frozenset({"6b9c2ca1", "b72baf4e", "42e558d4", "305bc58f",
                    "83fc094f", "464b36d7", "14fc6a69", "7fd6ef75"})
-# Signatures whose architecture we implement.
+# Signatures whose architecture (and storage) we implement.
 IMPLEMENTED = frozenset(CLASSES)
 
 
@@ -95,9 +101,10 @@ def _composition(sigs) -> str:
     """``2 Demucs + 2 HDemucs`` for a bag's members, in the order of their first member."""
     counts: dict[str, int] = {}
     for sig in sigs:
-        kind = CLASSES.get(sig, "DiffQ-quantized" if sig in DIFFQ else "unknown")
+        kind = CLASSES.get(sig, "unknown")
         counts[kind] = counts.get(kind, 0) + 1
-    return " + ".join(f"{count} {kind}" for kind, count in counts.items())
+    text = " + ".join(f"{count} {kind}" for kind, count in counts.items())
+    return text + (" (DiffQ-quantized)" if all(sig in DIFFQ for sig in sigs) else "")
 
 
 def known_names(include_unsupported: bool = False) -> dict[str, str]:
@@ -108,18 +115,16 @@ def known_names(include_unsupported: bool = False) -> dict[str, str]:
         count = len(spec.models)
         if supported(spec.models):
             kinds = _composition(spec.models)
-            if count == 1:
-                kinds = f"1 {CLASSES[spec.models[0]]}"
-            listing[name] = (f"bag of {kinds}; Hugging Face {HF_NAMESPACE}/"
-                             f"{hf_repo_name(name)}, legacy .th fallback")
+            listing[name] = (f"bag of {kinds} [{' '.join(spec.models)}]; Hugging Face "
+                             f"{HF_NAMESPACE}/{hf_repo_name(name)}, legacy .th fallback")
         elif include_unsupported:
-            listing[name] = (f"bag of {count} DiffQ-quantized models; not supported yet "
-                             "(DiffQ, issue 17)")
+            listing[name] = f"bag of {count} models we do not implement; not supported"
     for sig in LEGACY_FILES:
         if sig in IMPLEMENTED:
-            listing[sig] = f"single {CLASSES[sig]}; legacy {LEGACY_FILES[sig]}"
+            quantized = ", DiffQ-quantized" if sig in DIFFQ else ""
+            listing[sig] = f"single {CLASSES[sig]}{quantized}; legacy {LEGACY_FILES[sig]}"
         elif include_unsupported:
-            listing[sig] = "single DiffQ-quantized model; not supported yet (DiffQ, issue 17)"
+            listing[sig] = "single model we do not implement; not supported"
     return listing
 
 
@@ -138,6 +143,5 @@ def unsupported(name: str, sigs) -> UnsupportedModelError:
     names = ", ".join(n for n, spec in BAGS.items() if supported(spec.models))
     plural = len(others) != 1
     return UnsupportedModelError(
-        f"{name}: {', '.join(others)} {'are' if plural else 'is a'} DiffQ-quantized "
-        f"model{'s' if plural else ''}, not supported yet (reading DiffQ-packed weights is "
-        f"issue 17); implemented names: {names}")
+        f"{name}: {', '.join(others)} {'are models' if plural else 'is a model'} whose "
+        f"architecture we do not implement; implemented names: {names}")

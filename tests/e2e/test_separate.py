@@ -212,7 +212,6 @@ def test_model_and_option_errors_are_one_line(tmp_path, checkpoint, song):
     mislabelled = tmp_path / f"{SIGNATURE}-00000000.th"
     mislabelled.write_bytes(checkpoint.read_bytes())
     cases = {
-        ("-n", "mdx_q"): "are DiffQ-quantized models, not supported yet",
         ("--checkpoint", mislabelled): f"{SIGNATURE}-00000000.th: checksum mismatch",
         ("--checkpoint", tmp_path / "none.th"): "none.th: no such checkpoint file",
         ("--checkpoint", checkpoint, "--two-stems", "kazoo"): "--two-stems kazoo: model",

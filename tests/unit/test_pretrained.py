@@ -420,30 +420,30 @@ def test_unknown_name_lists_the_known_ones(tmp_path):
                  "75fc33f5", "0d19c1c6"):
         assert name in str(error.value)
         assert name in error.value.known
-    assert "mdx_q" not in error.value.known
-    assert "mdx_extra_q" not in error.value.known
+    assert "mdx_q" in error.value.known
+    assert "mdx_extra_q" in error.value.known
 
 
-def test_unsupported_architecture_is_refused_before_any_download(remote, tmp_path):
-    server = remote()
-    for name in ("mdx_q", "mdx_extra_q", "6b9c2ca1", "hf://mdx_q", "hf://adefossez/mdx_extra_q"):
-        with pytest.raises(UnsupportedModelError, match="DiffQ-quantized models?, not supported "
-                                                        r"yet \(.*issue 17\)"):
-            pretrained.resolve(name)
-    assert server.log == []
+def test_diffq_bags_are_supported_names():
+    """mdx_q and mdx_extra_q (DiffQ-quantized) are known names, no longer refused."""
+    known = pretrained.list_models()
+    for name in ("mdx_q", "mdx_extra_q"):
+        assert name in known and catalog.supported(catalog.BAGS[name].models)
+    for sig in catalog.DIFFQ:
+        assert sig in known and "DiffQ-quantized" in known[sig]
 
 
 def test_every_listed_signature_has_a_class_or_is_diffq():
     """Each signature of demucs' lists is either an implemented class or a DiffQ model, and
     the legacy paths are demucs' own (root + SIG-CHECKSUM.th)."""
-    assert set(catalog.CLASSES) | catalog.DIFFQ == set(catalog.LEGACY_FILES)
-    assert not set(catalog.CLASSES) & catalog.DIFFQ
+    assert set(catalog.CLASSES) == set(catalog.LEGACY_FILES)
+    assert catalog.DIFFQ == set(catalog.BAGS["mdx_q"].models + catalog.BAGS["mdx_extra_q"].models)
     assert download.legacy_url("75fc33f5") == \
         "https://dl.fbaipublicfiles.com/demucs/hybrid_transformer/75fc33f5-1941ce65.th"
     assert download.legacy_url("0d19c1c6") == \
         "https://dl.fbaipublicfiles.com/demucs/mdx_final/0d19c1c6-0f06f20e.th"
-    for name in ("hdemucs_mmi", "mdx", "mdx_extra", "repro_mdx_a", "repro_mdx_a_hybrid_only",
-                 "repro_mdx_a_time_only"):
+    for name in ("hdemucs_mmi", "mdx", "mdx_extra", "mdx_q", "mdx_extra_q", "repro_mdx_a",
+                 "repro_mdx_a_hybrid_only", "repro_mdx_a_time_only"):
         assert catalog.supported(catalog.BAGS[name].models), name
     assert [catalog.CLASSES[s] for s in catalog.BAGS["mdx"].models] == \
         ["Demucs", "Demucs", "HDemucs", "HDemucs"]
@@ -453,13 +453,19 @@ def test_listing():
     listing = pretrained.list_models()
     assert {"htdemucs", "htdemucs_ft", "htdemucs_6s", "955717e8", "5c90dfd2"} <= set(listing)
     assert "Hugging Face adefossez/HTDemucs-ft" in listing["htdemucs_ft"]
-    assert listing["mdx"].startswith("bag of 2 Demucs + 2 HDemucs; Hugging Face adefossez/Demucs-mdx")
+    assert listing["mdx"].startswith("bag of 2 Demucs + 2 HDemucs [0d19c1c6 7ecf8ec1 c511e2ab "
+                                     "7d865c68]; Hugging Face adefossez/Demucs-mdx")
+    assert listing["mdx_extra_q"].startswith(
+        "bag of 4 HDemucs (DiffQ-quantized) [83fc094f 464b36d7 14fc6a69 7fd6ef75]; Hugging Face "
+        "adefossez/Demucs-mdx_extra_q")
     assert listing["hdemucs_mmi"].startswith("bag of 1 HDemucs")
     assert listing["75fc33f5"] == "single HDemucs; legacy hybrid_transformer/75fc33f5-1941ce65.th"
-    assert "mdx_q" not in listing and "83fc094f" not in listing
-    everything = pretrained.list_models(include_unsupported=True)
-    assert "not supported yet (DiffQ, issue 17)" in everything["mdx_q"]
-    assert "not supported yet (DiffQ, issue 17)" in everything["83fc094f"]
+    assert listing["83fc094f"] == "single HDemucs, DiffQ-quantized; legacy mdx_final/83fc094f-4a16d450.th"
+    # every name of demucs 4.1.0's lists is implemented, and Open-Unmix's three are listed too
+    assert pretrained.list_models(include_unsupported=True) == listing
+    from numba_demucs.pretrained import openunmix
+    assert set(openunmix.CATALOG) == {"umxl", "umxhq", "umx"}
+    assert set(listing) == set(catalog.BAGS) | set(catalog.LEGACY_FILES) | set(openunmix.CATALOG)
 
 
 def test_tables_match_demucs_remote_lists(monkeypatch):
