@@ -36,6 +36,72 @@ def _diff_arguments(parser):
     parser.add_argument("--all", action="store_true", help="list every point, not only divergent ones")
 
 
+def _band_arguments(parser):
+    from .diff import BAND_K
+
+    parser.add_argument("--bands", type=Path, help="noise bands ('debug noise'): a point diverges "
+                                                   "when its error exceeds its band's mean + k std")
+    parser.add_argument("--k", type=float, default=BAND_K,
+                        help=f"standard deviations above the band mean (default {BAND_K:g})")
+
+
+def _weights_arguments(parser):
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help=".th or .safetensors model file")
+    weights.add_argument("--model-args", choices=["htdemucs", "htdemucs_6s", "defaults"],
+                         help="official architecture with seeded random weights (needs torch)")
+    parser.add_argument("--tiny", action="store_true", help="with --model-args: toy channel counts")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, help="44.1 kHz audio file (its first segment is used)")
+    source.add_argument("--seconds", type=float, default=10.0,
+                        help="length of the synthesised input when no --input (default: 10)")
+
+
+def _checkpoint_of(args, folder):
+    """The checkpoint to run: --checkpoint, or seeded random --model-args weights saved in ``folder``."""
+    if args.checkpoint is not None:
+        if args.tiny:
+            raise NumbaDemucsError("--tiny goes with --model-args")
+        return args.checkpoint
+    from .parity import require_reference
+    from . import reference
+
+    require_reference()
+    overrides = dict(reference.TINY) if args.tiny else {}
+    return reference.save_th(reference.build_model(args.model_args, seed=args.seed, **overrides), folder)
+
+
+def _load_bands(args):
+    from .traces import Trace
+
+    if args.bands is None:
+        return None
+    bands = Trace.load(args.bands)
+    if not any(r.get("band") for r in bands.records):
+        raise NumbaDemucsError(f"{args.bands}: no record carries a band (write one with 'debug noise')")
+    return bands
+
+
+def run_noise(args) -> int:
+    import tempfile
+    import time
+
+    from rich.console import Console
+
+    from .noise import measure_bands
+
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _checkpoint_of(args, folder)
+        start = time.perf_counter()
+        bands = measure_bands(checkpoint, _mix(args), runs=args.runs, seed=args.seed)
+        seconds = time.perf_counter() - start
+    path = bands.save(args.output, dump_id=f"noise-{args.seed}-{args.runs}")
+    console.print(f"{len(bands)} bands ({args.runs} runs, seed {args.seed}) written to {path} "
+                  f"in {seconds:.1f} s", highlight=False)
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("debug", help="compare our model with the PyTorch reference",
                                    description=__doc__)
@@ -61,7 +127,16 @@ def register(subparsers) -> None:
     diff.add_argument("reference", type=Path)
     diff.add_argument("ours", type=Path)
     _diff_arguments(diff)
+    _band_arguments(diff)
     diff.set_defaults(func=run_diff)
+
+    noise = commands.add_parser("noise", help="measure per-point noise bands of float32 rounding "
+                                              "(random rounding, K runs against float64)")
+    _weights_arguments(noise)
+    noise.add_argument("--runs", type=int, default=8, help="randomly rounded runs (>= 8, default 8)")
+    noise.add_argument("--seed", type=int, default=0, help="seed of the rounding (and random weights)")
+    noise.add_argument("-o", "--output", type=Path, required=True, help="bands dump file (.jsonl)")
+    noise.set_defaults(func=run_noise)
 
     show = commands.add_parser("print", help="print a dump's records as demucs.cpp prints tensors")
     show.add_argument("dump", type=Path)
@@ -111,6 +186,7 @@ def register(subparsers) -> None:
                          help="how a printout's stddev divides (see 'debug import')")
     conform.add_argument("--rtol", type=float,
                          help="one global rtol instead of the per-point floor rule")
+    _band_arguments(conform)
     conform.add_argument("--json", type=Path, dest="json_path", help="write the diff as JSON")
     conform.add_argument("--plot", type=Path, help="write error and floor per point as a PNG")
     conform.add_argument("--all", action="store_true", help="list every point in the table")
@@ -284,7 +360,10 @@ def run_conform(args) -> int:
         reference = reference_with_floor(args.checkpoint, mix, segment_only)
         console.print(f"reference: PyTorch float32 (floor: float64), "
                       f"{'one model call' if segment_only else 'apply_model'}, {mix.shape[-1] / 44100:.2f} s")
-    result = conform(theirs, reference, rtol=args.rtol)
+    result = conform(theirs, reference, rtol=args.rtol, bands=_load_bands(args), k=args.k)
+    if result.tolerance.get("band_k") is not None:
+        console.print(f"noise bands from {args.bands}: divergent above mean + {args.k:g} std",
+                      highlight=False, soft_wrap=True)
     if result.header_mismatches:
         render_table_header(result, console)
     for note in result.notes:
@@ -339,7 +418,10 @@ def run_diff(args) -> int:
     from .traces import Trace
 
     with Trace.load(args.reference) as reference, Trace.load(args.ours) as ours:
-        result = diff(reference, ours, rtol=args.rtol, atol=args.atol)
+        result = diff(reference, ours, rtol=args.rtol, atol=args.atol, bands=_load_bands(args), k=args.k)
+        if args.bands is not None:
+            Console().print(f"noise bands from {args.bands}: divergent above mean + {args.k:g} std",
+                            highlight=False, soft_wrap=True)
         _show_diff(result, args, Console())
     return 0 if result.ok else 1
 
