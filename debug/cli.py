@@ -102,6 +102,53 @@ def run_noise(args) -> int:
     return 0
 
 
+def run_precision(args) -> int:
+    import json
+    import tempfile
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from numba_demucs._files import atomic_write
+
+    from .precision import plot_map, precision_map, sdr_cost
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _checkpoint_of(args, folder)
+        start = time.perf_counter()
+        result = precision_map(checkpoint, _mix(args), args.dtype, args.min_snr, args.only)
+        seconds = time.perf_counter() - start
+    rows = result.sorted_rows()
+    table = Table(title=f"{args.dtype} at one point: end-to-end SNR vs float32, costliest first "
+                        f"({len(rows)} points)")
+    for column in ("#", "point", *result.sources, f"SDR cost at {args.sdr:g} dB"):
+        table.add_column(column, justify="left" if column == "point" else "right")
+    for row in rows[: args.rows]:
+        snr = row["snr_db"]
+        table.add_row(str(row["position"]), row["name"], *(f"{v:.1f}" for v in snr),
+                      f"{float(np.max(sdr_cost(snr, args.sdr))):.2g}")
+    console.print(table)
+    names = {row["position"]: row["name"] for row in rows}
+    final = ", ".join(f"{n} {v:.1f}" for n, v in zip(result.sources, result.final_snr))
+    console.print(f"greedy: {len(result.greedy)} of {len(rows)} points in {args.dtype} together, "
+                  f"predicted {result.predicted_snr:.1f} dB, checked: {final} dB "
+                  f"(asked >= {args.min_snr:g}; {result.checks} check run(s); {seconds:.1f} s)",
+                  highlight=False)
+    if args.plot is not None:
+        plot_map(result, args.plot)
+    if args.json_path is not None:
+        document = {"dtype": result.dtype, "sources": result.sources, "min_snr": result.min_snr,
+                    "points": [{"position": r["position"], "name": r["name"],
+                                "snr_db": [float(v) for v in r["snr_db"]]} for r in rows],
+                    "greedy": [{"position": p, "name": names[p]} for p in result.greedy],
+                    "predicted_snr": result.predicted_snr,
+                    "final_snr": [float(v) for v in result.final_snr]}
+        atomic_write(args.json_path, json.dumps(document, indent=1).encode())
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("debug", help="compare our model with the PyTorch reference",
                                    description=__doc__)
@@ -137,6 +184,21 @@ def register(subparsers) -> None:
     noise.add_argument("--seed", type=int, default=0, help="seed of the rounding (and random weights)")
     noise.add_argument("-o", "--output", type=Path, required=True, help="bands dump file (.jsonl)")
     noise.set_defaults(func=run_noise)
+
+    precision = commands.add_parser("precision", help="end-to-end cost of rounding each layer's "
+                                                      "output to float16/bfloat16; greedy list")
+    _weights_arguments(precision)
+    precision.add_argument("--dtype", choices=["float16", "bfloat16"], required=True)
+    precision.add_argument("--min-snr", type=float, default=60.0,
+                           help="SNR (dB, every source, vs float32) the greedy list keeps (default 60)")
+    precision.add_argument("--only", help="only points whose name matches this glob (fnmatch)")
+    precision.add_argument("--seed", type=int, default=0, help="seed of --model-args weights")
+    precision.add_argument("--sdr", type=float, default=10.0,
+                           help="SDR (dB) of the model for the 'SDR cost' column (default 10)")
+    precision.add_argument("--plot", type=Path, help="write the SNR per point as a PNG")
+    precision.add_argument("--json", type=Path, dest="json_path", help="write the map as JSON")
+    precision.add_argument("--rows", type=int, default=30, help="table rows (default 30)")
+    precision.set_defaults(func=run_precision)
 
     show = commands.add_parser("print", help="print a dump's records as demucs.cpp prints tensors")
     show.add_argument("dump", type=Path)
