@@ -124,7 +124,8 @@ def run_precision(args) -> int:
     table = Table(title=f"{args.dtype} at one point: end-to-end SNR vs float32, costliest first "
                         f"({len(rows)} points)")
     for column in ("#", "point", *result.sources, f"SDR cost at {args.sdr:g} dB"):
-        table.add_column(column, justify="left" if column == "point" else "right")
+        table.add_column(column, justify="left" if column == "point" else "right",
+                         overflow="fold" if column == "point" else "ellipsis")
     for row in rows[: args.rows]:
         snr = row["snr_db"]
         table.add_row(str(row["position"]), row["name"], *(f"{v:.1f}" for v in snr),

@@ -417,6 +417,11 @@ def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float |
                                    "floor_factor": FLOOR_FACTOR if floored else None,
                                    "band_k": float(k) if bands is not None else None})
     banded = band_lookup(reference, bands) if bands is not None else {}
+    for key in ("checkpoint_sha256", "input_sha256") if bands is not None else ():
+        a, b = reference.header.get(key), bands.header.get(key)
+        if a is not None and b is not None and a != b:
+            mismatches.append(f"{key} differs: reference {a!r}, bands {b!r}; the bands were "
+                              "measured on other weights or another input")
     if bands is not None and not banded:
         notes.append("no point of the reference has a band in the bands trace (names differ?)")
     digits = tuple(_digits(side.header.get("stat_digits")) for side in (reference, ours))
