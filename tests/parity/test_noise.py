@@ -20,6 +20,7 @@ SECONDS = 0.3
 # (parameter to break, the trace point that must be reported first), from test_debug_mutations
 MUTATIONS = [
     ("encoder.1.conv.weight", "encoder.1.conv"),
+    ("tencoder.1.dconv.layers.0.0.weight", "tencoder.1.dconv.layers.0.0"),
     ("crosstransformer.layers.1.cross_attn.in_proj_weight", "crosstransformer.layers.1.cross_attn"),
     ("encoder.2.dconv.layers.1.6.scale", "encoder.2.dconv.layers.1.6"),
     ("decoder.1.conv_tr.weight", "decoder.1.conv_tr"),
