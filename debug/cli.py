@@ -36,6 +36,120 @@ def _diff_arguments(parser):
     parser.add_argument("--all", action="store_true", help="list every point, not only divergent ones")
 
 
+def _band_arguments(parser):
+    from .diff import BAND_K
+
+    parser.add_argument("--bands", type=Path, help="noise bands ('debug noise'): a point diverges "
+                                                   "when its error exceeds its band's mean + k std")
+    parser.add_argument("--k", type=float, default=BAND_K,
+                        help=f"standard deviations above the band mean (default {BAND_K:g})")
+
+
+def _weights_arguments(parser):
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, help=".th or .safetensors model file")
+    weights.add_argument("--model-args", choices=["htdemucs", "htdemucs_6s", "defaults"],
+                         help="official architecture with seeded random weights (needs torch)")
+    parser.add_argument("--tiny", action="store_true", help="with --model-args: toy channel counts")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", type=Path, help="44.1 kHz audio file (its first segment is used)")
+    source.add_argument("--seconds", type=float, default=10.0,
+                        help="length of the synthesised input when no --input (default: 10)")
+
+
+def _checkpoint_of(args, folder):
+    """The checkpoint to run: --checkpoint, or seeded random --model-args weights saved in ``folder``."""
+    if args.checkpoint is not None:
+        if args.tiny:
+            raise NumbaDemucsError("--tiny goes with --model-args")
+        return args.checkpoint
+    from .parity import require_reference
+    from . import reference
+
+    require_reference()
+    overrides = dict(reference.TINY) if args.tiny else {}
+    return reference.save_th(reference.build_model(args.model_args, seed=args.seed, **overrides), folder)
+
+
+def _load_bands(args):
+    from .traces import Trace
+
+    if args.bands is None:
+        return None
+    bands = Trace.load(args.bands)
+    if not any(r.get("band") for r in bands.records):
+        raise NumbaDemucsError(f"{args.bands}: no record carries a band (write one with 'debug noise')")
+    return bands
+
+
+def run_noise(args) -> int:
+    import tempfile
+    import time
+
+    from rich.console import Console
+
+    from .noise import measure_bands
+
+    console = Console(stderr=True)
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _checkpoint_of(args, folder)
+        start = time.perf_counter()
+        bands = measure_bands(checkpoint, _mix(args), runs=args.runs, seed=args.seed)
+        seconds = time.perf_counter() - start
+    path = bands.save(args.output, dump_id=f"noise-{args.seed}-{args.runs}")
+    console.print(f"{len(bands)} bands ({args.runs} runs, seed {args.seed}) written to {path} "
+                  f"in {seconds:.1f} s", highlight=False)
+    return 0
+
+
+def run_precision(args) -> int:
+    import json
+    import tempfile
+    import time
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from numba_demucs._files import atomic_write
+
+    from .precision import plot_map, precision_map, sdr_cost
+
+    console = Console()
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = _checkpoint_of(args, folder)
+        start = time.perf_counter()
+        result = precision_map(checkpoint, _mix(args), args.dtype, args.min_snr, args.only)
+        seconds = time.perf_counter() - start
+    rows = result.sorted_rows()
+    table = Table(title=f"{args.dtype} at one point: end-to-end SNR vs float32, costliest first "
+                        f"({len(rows)} points)")
+    for column in ("#", "point", *result.sources, f"SDR cost at {args.sdr:g} dB"):
+        table.add_column(column, justify="left" if column == "point" else "right",
+                         overflow="fold" if column == "point" else "ellipsis")
+    for row in rows[: args.rows]:
+        snr = row["snr_db"]
+        table.add_row(str(row["position"]), row["name"], *(f"{v:.1f}" for v in snr),
+                      f"{float(np.max(sdr_cost(snr, args.sdr))):.2g}")
+    console.print(table)
+    names = {row["position"]: row["name"] for row in rows}
+    final = ", ".join(f"{n} {v:.1f}" for n, v in zip(result.sources, result.final_snr))
+    console.print(f"greedy: {len(result.greedy)} of {len(rows)} points in {args.dtype} together, "
+                  f"predicted {result.predicted_snr:.1f} dB, checked: {final} dB "
+                  f"(asked >= {args.min_snr:g}; {result.checks} check run(s); {seconds:.1f} s)",
+                  highlight=False)
+    if args.plot is not None:
+        plot_map(result, args.plot)
+    if args.json_path is not None:
+        document = {"dtype": result.dtype, "sources": result.sources, "min_snr": result.min_snr,
+                    "points": [{"position": r["position"], "name": r["name"],
+                                "snr_db": [float(v) for v in r["snr_db"]]} for r in rows],
+                    "greedy": [{"position": p, "name": names[p]} for p in result.greedy],
+                    "predicted_snr": result.predicted_snr,
+                    "final_snr": [float(v) for v in result.final_snr]}
+        atomic_write(args.json_path, json.dumps(document, indent=1).encode())
+    return 0
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser("debug", help="compare our model with the PyTorch reference",
                                    description=__doc__)
@@ -61,7 +175,31 @@ def register(subparsers) -> None:
     diff.add_argument("reference", type=Path)
     diff.add_argument("ours", type=Path)
     _diff_arguments(diff)
+    _band_arguments(diff)
     diff.set_defaults(func=run_diff)
+
+    noise = commands.add_parser("noise", help="measure per-point noise bands of float32 rounding "
+                                              "(random rounding, K runs against float64)")
+    _weights_arguments(noise)
+    noise.add_argument("--runs", type=int, default=8, help="randomly rounded runs (>= 8, default 8)")
+    noise.add_argument("--seed", type=int, default=0, help="seed of the rounding (and random weights)")
+    noise.add_argument("-o", "--output", type=Path, required=True, help="bands dump file (.jsonl)")
+    noise.set_defaults(func=run_noise)
+
+    precision = commands.add_parser("precision", help="end-to-end cost of rounding each layer's "
+                                                      "output to float16/bfloat16; greedy list")
+    _weights_arguments(precision)
+    precision.add_argument("--dtype", choices=["float16", "bfloat16"], required=True)
+    precision.add_argument("--min-snr", type=float, default=60.0,
+                           help="SNR (dB, every source, vs float32) the greedy list keeps (default 60)")
+    precision.add_argument("--only", help="only points whose name matches this glob (fnmatch)")
+    precision.add_argument("--seed", type=int, default=0, help="seed of --model-args weights")
+    precision.add_argument("--sdr", type=float, default=10.0,
+                           help="SDR (dB) of the model for the 'SDR cost' column (default 10)")
+    precision.add_argument("--plot", type=Path, help="write the SNR per point as a PNG")
+    precision.add_argument("--json", type=Path, dest="json_path", help="write the map as JSON")
+    precision.add_argument("--rows", type=int, default=30, help="table rows (default 30)")
+    precision.set_defaults(func=run_precision)
 
     show = commands.add_parser("print", help="print a dump's records as demucs.cpp prints tensors")
     show.add_argument("dump", type=Path)
@@ -111,6 +249,7 @@ def register(subparsers) -> None:
                          help="how a printout's stddev divides (see 'debug import')")
     conform.add_argument("--rtol", type=float,
                          help="one global rtol instead of the per-point floor rule")
+    _band_arguments(conform)
     conform.add_argument("--json", type=Path, dest="json_path", help="write the diff as JSON")
     conform.add_argument("--plot", type=Path, help="write error and floor per point as a PNG")
     conform.add_argument("--all", action="store_true", help="list every point in the table")
@@ -286,7 +425,10 @@ def run_conform(args) -> int:
         reference = reference_with_floor(args.checkpoint, mix, segment_only)
         console.print(f"reference: PyTorch float32 (floor: float64), "
                       f"{'one model call' if segment_only else 'apply_model'}, {mix.shape[-1] / 44100:.2f} s")
-    result = conform(theirs, reference, rtol=args.rtol)
+    result = conform(theirs, reference, rtol=args.rtol, bands=_load_bands(args), k=args.k)
+    if result.tolerance.get("band_k") is not None:
+        console.print(f"noise bands from {args.bands}: divergent above mean + {args.k:g} std",
+                      highlight=False, soft_wrap=True)
     if result.header_mismatches:
         render_table_header(result, console)
     for note in result.notes:
@@ -341,7 +483,10 @@ def run_diff(args) -> int:
     from .traces import Trace
 
     with Trace.load(args.reference) as reference, Trace.load(args.ours) as ours:
-        result = diff(reference, ours, rtol=args.rtol, atol=args.atol)
+        result = diff(reference, ours, rtol=args.rtol, atol=args.atol, bands=_load_bands(args), k=args.k)
+        if args.bands is not None:
+            Console().print(f"noise bands from {args.bands}: divergent above mean + {args.k:g} std",
+                            highlight=False, soft_wrap=True)
         _show_diff(result, args, Console())
     return 0 if result.ok else 1
 

@@ -54,6 +54,19 @@ HEADER_IDENTITY_KEYS = ("model", "checkpoint_sha256", "input_sha256")
 FLOOR_FACTOR = 256.0
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
 
+# Band rule (``bands``): a point diverges when its statistic error exceeds band mean + K * std.
+# With K = 8 runs, (error - mean) / (std * sqrt(1 + 1/8)) of a further rounding-only sample is
+# Student-t with 7 degrees of freedom: P(t > 5) ~ 0.1 %, so a correct float32 run is flagged at
+# about one point in a thousand. Measured on htdemucs (toy width, K = 8): PyTorch float32
+# against float64 reaches at most mean + 3.3 std, and a 1.001 scaling of one layer sits
+# thousands of std above its band (docs/debugging.md, "Noise bands").
+BAND_K = 5.0
+# The least tolerance a band gives, in float32 epsilons: min and max are single elements whose
+# error is their last few roundings, which 8 runs resolve poorly (our own plain float32 run
+# measured 3.5 eps at one max, over a band of mean + 5 std = 3.2 eps). 8 eps (9.5e-7) stays
+# 10x below a 1e-5 relative error and 1000x below a 1.001 scaling.
+BAND_MIN_EPS = 8.0
+
 
 def default_tolerance(reference_dtype, ours_dtype) -> tuple[str, float, float]:
     """``(dtype_class, rtol, atol)``: float64 rules only when both sides ran in float64."""
@@ -219,6 +232,28 @@ def _compare(ref_rec, our_rec, ref_tensor, our_tensor, rtol, atol, digits=(None,
     }
 
 
+def _band_compare(ref_rec, our_rec, band, k, atol, digits) -> dict:
+    """``_compare`` judged by a noise band: statistics only, tolerance ``band_tolerance``."""
+    tolerance = band_tolerance(band, k)
+    point = _compare(ref_rec, our_rec, None, None, math.inf, 0.0, digits)
+    # keep the structural reasons (shape, NaN/Inf counts); the statistics are judged here
+    reasons = [r for r in point["reasons"] if r not in FLOAT_KEYS]
+    values = [v for v in point["errors"].values() if v is not None]
+    error = max(values, default=None)
+    printed = _printed_relative(ref_rec, our_rec, digits)
+    if error is not None and error > tolerance + printed:
+        reasons.append(f"band: error {error:.3g} > mean + {k:g} std = {tolerance:.3g}")
+    point.update(reasons=reasons, status="diverged" if reasons else "ok", rtol=tolerance, atol=atol,
+                 band=dict(band, k=float(k), tolerance=tolerance))
+    return point
+
+
+def _printed_relative(ref_rec, our_rec, digits) -> float:
+    """Half a unit in the last printed digit of each printed side, as a relative error: every
+    statistic's |value| is at most its scale (``_compare``), so this bounds the printing error."""
+    return sum(0.5 * 10.0 ** (1 - d) for d in digits if d)
+
+
 def _json_safe(value):
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
@@ -294,6 +329,29 @@ def with_floor(trace32: Trace, trace64: Trace) -> Trace:
     return Trace(trace32.header, records, tensors, output=trace32.output, origin=trace32.origin)
 
 
+def band_tolerance(band, k: float = BAND_K) -> float:
+    """The largest statistic error a point with ``band`` may have: mean + k * std, and never
+    below ``BAND_MIN_EPS`` float32 epsilons."""
+    return max(band["mean"] + k * band["std"], BAND_MIN_EPS * FLOAT32_EPS)
+
+
+def band_lookup(reference: Trace, bands: Trace) -> dict[int, dict]:
+    """Reference record position -> the band of the same point (name, context, occurrence)."""
+    found: dict[tuple, list] = {}
+    for rec in bands.records:
+        if rec.get("band"):
+            found.setdefault((rec["name"], context_key(rec["context"])), []).append(rec["band"])
+    seen: dict[tuple, int] = {}
+    lookup = {}
+    for i, rec in enumerate(reference.records):
+        key = (rec["name"], context_key(rec["context"]))
+        n = seen.get(key, 0)
+        seen[key] = n + 1
+        if n < len(found.get(key, ())):
+            lookup[i] = found[key][n]
+    return lookup
+
+
 def _tolerance_for(name, rtol, atol, overrides):
     for pattern, (o_rtol, o_atol) in (overrides or {}).items():
         if fnmatch.fnmatchcase(name, pattern):
@@ -321,7 +379,7 @@ def _header_checks(reference: Trace, ours: Trace) -> tuple[list, list]:
 
 def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float | None = None,
          overrides: Mapping[str, tuple[float | None, float | None]] | None = None,
-         use_floor: bool = True) -> DiffResult:
+         use_floor: bool = True, bands: Trace | None = None, k: float = BAND_K) -> DiffResult:
     """Compare the trace ``ours`` against the trace ``reference``.
 
     Tensors enter the comparison for the points where both traces hold them.
@@ -331,6 +389,12 @@ def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float |
     ``floor_rtol(its floor)`` instead of the global rtol (overrides still win). A header's
     ``stat_digits`` (a printout imported from text) widens every statistic's tolerance by half a
     unit in the last printed digit.
+
+    ``bands`` (a trace written by ``noise.measure_bands``) replaces the statistic tolerances
+    of every point it has a band for: the point diverges when its largest statistic error
+    exceeds ``band_tolerance(band, k)`` (shapes and NaN/Inf counts are judged as always;
+    tensors are not judged, the band measures statistics). Points without a band keep the
+    rules above.
 
     ``rtol``/``atol`` replace the per-dtype defaults (``DEFAULT_TOLERANCES``, float32 rules
     unless both headers say float64); ``overrides`` maps name globs (fnmatch, case-sensitive)
@@ -350,7 +414,16 @@ def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float |
     result = DiffResult(header_mismatches=mismatches, notes=notes,
                         tolerance={"dtype": kind, "rtol": rtol, "atol": atol,
                                    "overrides": {k: list(v) for k, v in (overrides or {}).items()},
-                                   "floor_factor": FLOOR_FACTOR if floored else None})
+                                   "floor_factor": FLOOR_FACTOR if floored else None,
+                                   "band_k": float(k) if bands is not None else None})
+    banded = band_lookup(reference, bands) if bands is not None else {}
+    for key in ("checkpoint_sha256", "input_sha256") if bands is not None else ():
+        a, b = reference.header.get(key), bands.header.get(key)
+        if a is not None and b is not None and a != b:
+            mismatches.append(f"{key} differs: reference {a!r}, bands {b!r}; the bands were "
+                              "measured on other weights or another input")
+    if bands is not None and not banded:
+        notes.append("no point of the reference has a band in the bands trace (names differ?)")
     digits = tuple(_digits(side.header.get("stat_digits")) for side in (reference, ours))
 
     # (name, context, occurrence) -> position in ours
@@ -375,8 +448,13 @@ def diff(reference: Trace, ours: Trace, rtol: float | None = None, atol: float |
         floor = point_floor(ref_rec) if floored else None
         p_rtol, p_atol = _tolerance_for(ref_rec["name"], rtol if floor is None else floor_rtol(floor),
                                         atol, overrides)
-        point = _compare(ref_rec, ours.records[j], reference.tensor(i), ours.tensor(j), p_rtol, p_atol,
-                         digits)
+        band = banded.get(i)
+        if band is None:
+            point = _compare(ref_rec, ours.records[j], reference.tensor(i), ours.tensor(j), p_rtol,
+                             p_atol, digits)
+            point["band"] = None
+        else:
+            point = _band_compare(ref_rec, ours.records[j], band, k, atol, digits)
         point["position_reference"], point["position_ours"] = i, j
         if point["status"] == "diverged" and result.first_divergence is None:
             point["status"] = "first_divergence"

@@ -178,13 +178,16 @@ def mode_of(trace: Trace) -> bool:
     return not any("segment" in r["context"] for r in trace.records)
 
 
-def conform(theirs: Trace, reference: Trace, rtol=None) -> DiffResult:
+def conform(theirs: Trace, reference: Trace, rtol=None, bands: Trace | None = None,
+            k: float | None = None) -> DiffResult:
     """Diff ``theirs`` against ``reference`` (floor rules when the reference carries floors).
 
     Raises ``GoldenError`` when no point of theirs matches one of the reference: nothing
     could be judged (wrong names, a missing --names map, another mode).
     """
-    result = diff(reference, theirs, rtol=rtol)
+    from .diff import BAND_K
+
+    result = diff(reference, theirs, rtol=rtol, bands=bands, k=BAND_K if k is None else k)
     if not result.points:
         sample = ", ".join(sorted({r["name"] for r in theirs.records})[:5])
         where = theirs.origin or "their trace"

@@ -87,6 +87,15 @@ def _checked_record(position: int, record) -> dict:
             raise TraceError(f"{label}: floor must map statistics ({', '.join(FLOAT_KEYS)}) to "
                              f"numbers, got {floor!r}")
         out["floor"] = {k: _plain_float(v, f"{label}: floor {k}") for k, v in floor.items()}
+    if "band" in record and record["band"] is not None:
+        band = record["band"]
+        if (not isinstance(band, Mapping) or set(band) != {"mean", "std", "runs"}
+                or _plain_float(band["mean"], f"{label}: band mean") is None
+                or _plain_float(band["std"], f"{label}: band std") is None):
+            raise TraceError(f"{label}: band must be {{\"mean\": number, \"std\": number, "
+                             f"\"runs\": integer}}, got {band!r}")
+        out["band"] = {"mean": float(band["mean"]), "std": float(band["std"]),
+                       "runs": _plain_int(band["runs"], f"{label}: band runs")}
     if out["nan"] + out["inf"] > out["count"]:
         raise TraceError(f"{label}: {out['nan']} NaN and {out['inf']} Inf in {out['count']} elements")
     # what tensor_stats makes of a real tensor: anything else was edited, and a diff over it

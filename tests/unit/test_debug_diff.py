@@ -291,3 +291,37 @@ def test_draw_errors_marks_the_first_divergence_on_given_axes():
     draw_errors(ax, diff(_trace(_records()), _trace(ours)))
     assert [line.get_xdata()[0] for line in ax.lines if line.get_color() == "red"] == [2]
     assert any("first divergence: encoder.1" in text.get_text() for text in ax.texts)
+
+
+def test_bands_judge_each_point_by_mean_plus_k_std_with_an_8_eps_minimum():
+    from numba_demucs.debug.traces import TraceError
+
+    records = _records()
+    bands = copy.deepcopy(records)
+    eps = float(np.finfo(np.float32).eps)
+    # encoder.0: mean + 5 std = 1e-5 + 5e-6 = 1.5e-5; encoder.1: tiny band, the 8 eps minimum
+    for record, band in zip(bands, [None, (1e-5, 1e-6), (1e-9, 0.0), None, None]):
+        if band is not None:
+            record["band"] = {"mean": band[0], "std": band[1], "runs": 8}
+    band_trace = _trace(bands)
+    ours = copy.deepcopy(records)
+    ours[1] = _scaled(records[1], 1 + 1.4e-5)   # relative error 1.4e-5 on max/min/sum: inside
+    ours[2] = _scaled(records[2], 1 + 5 * eps)   # 5 eps < 8 eps: inside
+    result = diff(_trace(records), _trace(ours), bands=band_trace)
+    assert result.ok and result.tolerance["band_k"] == 5.0
+    assert result.points[1]["rtol"] == pytest.approx(1.5e-5)
+    assert result.points[2]["rtol"] == pytest.approx(8 * eps)
+    assert result.points[0]["band"] is None and result.points[1]["band"]["k"] == 5.0
+    ours[1] = _scaled(records[1], 1 + 1.6e-5)   # above mean + 5 std
+    assert diff(_trace(records), _trace(ours), bands=band_trace).first_divergence == "encoder.0"
+    # k = 7: 1e-5 + 7e-6 = 1.7e-5 lets it through
+    assert diff(_trace(records), _trace(ours), bands=band_trace, k=7).ok
+    # the global rtol (1e-4) would not see either
+    assert diff(_trace(records), _trace(ours)).ok
+    # bands of other weights: a header mismatch
+    other = Trace(dict(HEADER, checkpoint_sha256="cc"), band_trace.records)
+    assert diff(_trace(records), _trace(ours), bands=other).header_mismatches
+    bad = copy.deepcopy(bands)
+    bad[1]["band"] = {"mean": 1e-5}
+    with pytest.raises(TraceError, match="band must be"):
+        _trace(bad)
