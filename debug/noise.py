@@ -84,7 +84,7 @@ def measure_bands(checkpoint, mix, runs: int = MIN_RUNS, seed: int = 0) -> Trace
     for dtype, model in (("float64", model64), ("float32", load_model(checkpoint, dtype="float32"))):
         recorder = _Recorder(False)
         output = _run(model, np.asarray(mix, dtype=dtype)[None], recorder)
-        header = _header(f"numba-demucs {__version__} (noise)", model.sources, checkpoint, mix, dtype, True)
+        header = _header(f"numba-demucs {__version__} (noise)", model, checkpoint, mix, dtype, True)
         traces[dtype] = recorder.trace(header, output)
     oracle, plain = traces["float64"], traces["float32"]
     batch = np.asarray(mix, dtype=np.float32)[None]

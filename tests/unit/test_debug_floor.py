@@ -112,11 +112,21 @@ def test_printed_digits_widen_the_tolerance(floored):
     assert diff(floored, _shifted(printed, 3, "mean", 1e-2)).first_divergence == "d"
 
 
+def _reshaped(record, shape, **changes):
+    """``record`` as a port that keeps the tensor in ``shape`` would write it: the same
+    values, so the arg-indices are the same flat positions in the new shape."""
+    moved = dict(record, shape=list(shape), **changes)
+    for key in ("argmin_index", "argmax_index"):
+        flat = np.ravel_multi_index(tuple(record[key]), tuple(record["shape"]))
+        moved[key] = [int(i) for i in np.unravel_index(flat, tuple(shape))]
+    return moved
+
+
 def test_one_sided_points_are_listed_and_a_shape_mismatch_is_named(floored):
     records = copy.deepcopy(floored.records)
     for r in records:
         r.pop("floor")
-    records[1]["shape"] = [2, 100]
+    records[1] = _reshaped(records[1], (2, 100))
     theirs = Trace(floored.header, records[:3] + [dict(records[3], name="extra")])
     result = diff(floored, theirs)
     assert result.first_divergence == "b"
@@ -159,9 +169,9 @@ def test_a_permuted_layout_is_reported_not_judged(floored):
     records = copy.deepcopy(floored.records)
     for r in records:
         r.pop("floor")
-    records[1]["shape"] = [50, 4]
+    records[1] = _reshaped(records[1], (50, 4))
     result = diff(floored, Trace(floored.header, records))
     assert result.ok and result.points[1]["layout"] == "layout (4, 50) vs (50, 4)"
-    records[2] = dict(records[2], mean=records[2]["mean"] * 1.01, shape=[50, 4])
+    records[2] = _reshaped(records[2], (50, 4), mean=records[2]["mean"] * 1.01)
     result = diff(floored, Trace(floored.header, records))
     assert result.first_divergence == "c" and result.points[2]["reasons"] == ["mean"]
