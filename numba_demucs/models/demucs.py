@@ -14,7 +14,7 @@ import numpy as np
 from .. import trace
 from ..audio import sinc_kernels
 from ..errors import CheckpointError
-from ..layers.base import StateReader
+from .common import bind_model
 from ..layers.demucs import DemucsDecoderLayer, DemucsEncoderLayer
 from .config import DemucsConfig
 
@@ -54,15 +54,7 @@ class Demucs:
     segment_fixes_input_length = False
 
     def __init__(self, config: DemucsConfig, state: dict, dtype=np.float32, origin="Demucs"):
-        config.check_supported(origin)
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
-        self.dtype = np.dtype(dtype)
-        self.origin = origin
-        reader = StateReader(state, dtype, origin)
+        reader = bind_model(self, config, state, dtype, origin)
         self.encoder, self.decoder = [], []
         channels = config.channels
         for index in range(config.depth):

@@ -17,7 +17,7 @@ import numpy as np
 from .. import trace
 from ..errors import CheckpointError
 from ..kernels import spectral
-from ..layers.base import StateReader
+from .common import bind_model
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
 from ..layers.multiwrap import MultiWrapDecoder, MultiWrapEncoder
 from .config import HDemucsConfig
@@ -97,15 +97,7 @@ class HDemucs:
     segment_fixes_input_length = False
 
     def __init__(self, config: HDemucsConfig, state: dict, dtype=np.float32, origin="HDemucs"):
-        config.check_supported(origin)
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
-        self.dtype = np.dtype(dtype)
-        self.origin = origin
-        reader = StateReader(state, dtype, origin)
+        reader = bind_model(self, config, state, dtype, origin)
         encoders, tencoders, decoders, tdecoders, freq_emb_size = layer_plan(config)
         ratios = config.multi_freqs
         self.encoder = [

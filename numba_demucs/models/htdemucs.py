@@ -14,7 +14,8 @@ import numpy as np
 from .. import trace
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
-from ..layers.base import Conv, StateReader
+from ..layers.base import Conv
+from .common import bind_model
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
 from ..layers.transformer import CrossTransformerEncoder
 from .config import HTDemucsConfig
@@ -86,15 +87,7 @@ class HTDemucs:
     segment_fixes_input_length = True
 
     def __init__(self, config: HTDemucsConfig, state: dict, dtype=np.float32, origin="HTDemucs"):
-        config.check_supported(origin)
-        self.config = config
-        self.sources = list(config.sources)
-        self.samplerate = config.samplerate
-        self.audio_channels = config.audio_channels
-        self.segment = config.segment
-        self.dtype = np.dtype(dtype)
-        self.origin = origin
-        reader = StateReader(state, dtype, origin)
+        reader = bind_model(self, config, state, dtype, origin)
         encoders, tencoders, decoders, tdecoders, freq_emb_size = _layer_plan(config)
         self.encoder = [HEncLayer(f"encoder.{i}", reader, **kw) for i, kw in enumerate(encoders)]
         self.tencoder = [HEncLayer(f"tencoder.{i}", reader, **kw) for i, kw in enumerate(tencoders)]
