@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,32 +22,14 @@ import pytest
 distributed = pytest.importorskip("distributed")
 pytest.importorskip("museval")
 
+from dask_loopback import (assert_rescheduled, cluster, kill_a_busy_worker,  # noqa: E402
+                           task_stories, wait_for, worker_addresses)
 from numba_demucs.eval import musdb, report, runner  # noqa: E402
 from numba_demucs.eval.synthetic import write_degraded_estimates, write_musdb  # noqa: E402
 
 # Four tracks of 6 s: a few seconds of scoring each, so a worker is busy when killed.
 TRACKS = {f"Track {index} - Dask": 6.0 for index in range(4)}
 DEADLINE = 120.0  # seconds for the whole cluster part (about 35 s idle; 51 s was seen under load 12)
-
-
-def _free_port():
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _dask(program, *args, log):
-    # ``dask scheduler`` / ``dask worker`` run as modules of this interpreter: the ``dask``
-    # on the PATH may belong to another Python that imports another numba_demucs.
-    return subprocess.Popen([sys.executable, "-m", f"distributed.cli.dask_{program}", *args],
-                            stdout=log, stderr=subprocess.STDOUT)
-
-
-def _wait(condition, until, what):
-    while not condition():
-        if time.monotonic() > until:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope="module")
@@ -68,76 +48,34 @@ def test_killed_worker_track_is_rescheduled(dataset, tmp_path):
              for track in musdb.find_tracks(root, "test")]
     assert len(runner.run(tasks, local, progress=False).scored) == len(TRACKS)
 
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
     output = tmp_path / "dask"
-    log = open(tmp_path / "cluster.log", "w")
-    processes = []
+    folder = output / "test"
     until = time.monotonic() + DEADLINE
-    try:
-        processes.append(_dask("scheduler", "--host", "127.0.0.1", "--port", str(port),
-                               "--no-dashboard", log=log))
-        workers = [_dask("worker", address, "--host", "127.0.0.1", "--nthreads", "1",
-                         "--no-nanny", "--no-dashboard", "--name", f"w{index}",
-                         "--local-directory", str(tmp_path / f"w{index}"), log=log)
-                   for index in range(2)]
-        processes.extend(workers)
-        with distributed.Client(address, timeout="30s") as client:
-            _wait(lambda: len(client.scheduler_info()["workers"]) == 2, until, "two workers")
-            # worker address by the pid of the process that serves it: ours, no nanny between
-            pids = {pid: addr for addr, pid in client.run(os.getpid).items()}
-            assert sorted(pids) == sorted(worker.pid for worker in workers)
+    with cluster(tmp_path) as running, \
+            distributed.Client(running.address, timeout="30s") as client:
+        pids = worker_addresses(client, running.workers, until)
+        command = subprocess.Popen(
+            [sys.executable, "-m", "numba_demucs.cli", "eval", "musdb", "--root", str(root),
+             "--estimates", str(estimates), "-o", str(output), "--no-progress",
+             "--dask-scheduler", running.address],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        running.processes.append(command)
+        wait_for(lambda: command.poll() is not None
+                 or (folder.is_dir() and any(folder.glob("*.json"))), until, "a first JSON")
+        assert command.poll() is None, "the run ended before a worker could be killed"
 
-            command = subprocess.Popen(
-                [sys.executable, "-m", "numba_demucs.cli", "eval", "musdb", "--root", str(root),
-                 "--estimates", str(estimates), "-o", str(output), "--no-progress",
-                 "--dask-scheduler", address],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            processes.append(command)
-            folder = output / "test"
-            _wait(lambda: command.poll() is not None
-                  or (folder.is_dir() and any(folder.glob("*.json"))), until, "a first JSON")
-            assert command.poll() is None, "the run ended before a worker could be killed"
+        in_hand = kill_a_busy_worker(client, running.workers, pids, until)
+        assert len(list(folder.glob("*.json"))) < len(TRACKS)
 
-            # a worker with a track in hand (assigned, not finished) is killed
-            def busy_worker():
-                processing = client.processing()
-                for worker in workers:
-                    if processing.get(pids[worker.pid]):
-                        return worker
-                return None
+        out, err = command.communicate(timeout=max(1.0, until - time.monotonic()))
+        assert command.returncode == 0, err
+        wait_for(lambda: len(client.scheduler_info()["workers"]) == 1, until,
+                 "the scheduler to drop the killed worker")
+        # each track the killed worker had in hand went back to processing, on the other
+        # worker, and its result was computed there
+        stories = task_stories(client, in_hand)
 
-            _wait(lambda: busy_worker() is not None, until, "a busy worker")
-            victim = busy_worker()
-            in_hand = list(client.processing()[pids[victim.pid]])
-            done_before = len(list(folder.glob("*.json")))
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=10)
-            assert done_before < len(TRACKS)
-
-            out, err = command.communicate(timeout=max(1.0, until - time.monotonic()))
-            assert command.returncode == 0, err
-            _wait(lambda: len(client.scheduler_info()["workers"]) == 1, until,
-                  "the scheduler to drop the killed worker")
-            # the scheduler's transition log: each track the killed worker had in hand went
-            # back to processing, on the other worker, and its result was computed there
-            stories = client.run_on_scheduler(
-                lambda dask_scheduler, keys: {key: [(t[1], t[2]) for t in
-                                                    dask_scheduler.story(key)]
-                                              for key in keys}, keys=in_hand)
-    finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.kill()
-            process.wait(timeout=10)
-        log.close()
-
-    assert in_hand
-    for key, story in stories.items():
-        into_processing = [index for index, (_, finish) in enumerate(story)
-                           if finish == "processing"]
-        assert len(into_processing) >= 2, (key, story)  # assigned again after the kill
-        assert ("processing", "memory") in story[into_processing[-1]:], (key, story)
+    assert_rescheduled(stories)
     assert f"{len(TRACKS)} scored" in err
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.json" for name in TRACKS)
     for name in TRACKS:
