@@ -8,31 +8,19 @@ cuts the 6 s track into four chunks: the Demucs members get chunks padded to the
 valid_length with the track's own neighbouring audio, the HDemucs members a shorter last
 chunk; ours runs it with ``--stream``.
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import soundfile
-import yaml
 
 from numba_demucs.debug import reference
 
 from ..conftest import snr_db
+from .versus import STEMS, read_stem, separate_both, write_bag
 
 NAME = "mdx_small"
 MEMBERS = [("d0000001", "demucs_0d19c1c6"), ("d0000002", "demucs_0d19c1c6"),
            ("d0000003", "hdemucs_c511e2ab"), ("d0000004", "hdemucs_7d865c68")]
 WEIGHTS = [[1., 1., 0., 0.], [0., 1., 0., 0.], [1., 0., 1., 1.], [1., 0., 1., 1.]]
-STEMS = ("drums", "bass", "other", "vocals")
-
-
-def _run(*command):
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 @pytest.fixture(scope="module", params=[(), ("--segment", "2")], ids=["bag-segment", "segment-2"])
@@ -41,29 +29,20 @@ def separated(request, tmp_path_factory):
     options = list(request.param)
     repo = folder / "repo"
     repo.mkdir()
-    for seed, (signature, architecture) in enumerate(MEMBERS):
-        reference.save_th(reference.build_model(architecture, seed=seed, channels=8), repo,
-                          signature=signature)
-    (repo / f"{NAME}.yaml").write_text(yaml.safe_dump(
-        {"models": [sig for sig, _ in MEMBERS], "weights": WEIGHTS, "segment": 44}))
+    write_bag(repo, NAME, MEMBERS, WEIGHTS)
     song = (0.5 * reference.music_like_signal(6.0, seed=5)).astype(np.float32)
     soundfile.write(folder / "song.wav", song.T, 44100, subtype="FLOAT")
+    model = ["--repo", str(repo), "-n", NAME]
     stream = ["--stream"] if options else []
-    _run(sys.executable, "-m", "numba_demucs.cli", "separate", "--repo", str(repo), "-n", NAME,
-         "--shifts", "0", "--float32", *options, *stream, "-o", str(folder / "ours"),
-         str(folder / "song.wav"))
-    _run(sys.executable, "-m", "demucs.separate", "--repo", str(repo), "-n", NAME,
-         "--shifts", "0", "--float32", *options, "-d", "cpu", "-o", str(folder / "theirs"),
-         str(folder / "song.wav"))
+    separate_both(folder, [folder / "song.wav"], ours=model + stream, theirs=model,
+                  options=options)
     return folder
 
 
 def test_bag_stems_match_demucs(separated):
     for stem in STEMS:
-        ours, _ = soundfile.read(separated / "ours" / NAME / "song" / f"{stem}.wav",
-                                 dtype="float32", always_2d=True)
-        theirs, _ = soundfile.read(separated / "theirs" / NAME / "song" / f"{stem}.wav",
-                                   dtype="float32", always_2d=True)
+        ours = read_stem(separated, "ours", NAME, "song", stem)
+        theirs = read_stem(separated, "theirs", NAME, "song", stem)
         assert ours.shape == theirs.shape
-        snr = snr_db(theirs.T[None], ours.T[None])[0]
+        snr = snr_db(theirs[None], ours[None])[0]
         assert snr > 90, (stem, snr)

@@ -4,10 +4,6 @@ One generated official-architecture htdemucs checkpoint, one generated song in f
 forms (float wav, 16-bit flac, mp3, 48 kHz wav). Both command lines run in this test on
 the same files; the stems must agree to 90 dB.
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import soundfile
@@ -15,19 +11,11 @@ import soundfile
 from numba_demucs.debug import reference
 
 from ..conftest import snr_db
+from .versus import STEMS, read_stem, separate_both
 
 SIGNATURE = "5ca1ab1e"
 SECONDS = 3.0
 THRESHOLD_DB = 90.0
-STEMS = ("drums", "bass", "other", "vocals")
-
-
-def _run(*command):
-    result = subprocess.run(command, capture_output=True, text=True,
-                            env={**os.environ, "COLUMNS": "200"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result
-
 
 @pytest.fixture(scope="module")
 def separated(tmp_path_factory):
@@ -50,20 +38,15 @@ def separated(tmp_path_factory):
     decoded, _ = soundfile.read(tracks / "as_mp3.mp3", dtype="float32")
     soundfile.write(folder / "mp3_decoded.wav", decoded, 44100, subtype="FLOAT")
     names = ["as_wav.wav", "as_flac.flac", "as_mp3.mp3", "at_48k.wav"]
-    _run(sys.executable, "-m", "numba_demucs.cli", "separate", "--checkpoint", str(checkpoint),
-         "--shifts", "0", "--float32", "--sample-rate", "44100", "-o", str(folder / "ours"),
-         *[str(tracks / name) for name in names])
-    _run(sys.executable, "-m", "demucs.separate", "--repo", str(repo), "-n", SIGNATURE,
-         "--shifts", "0", "--float32", "-d", "cpu", "-o", str(folder / "theirs"),
-         *[str(tracks / name) for name in names], str(folder / "mp3_decoded.wav"))
+    separate_both(folder, [tracks / name for name in names],
+                  ours=["--checkpoint", str(checkpoint), "--sample-rate", "44100"],
+                  theirs=["--repo", str(repo), "-n", SIGNATURE],
+                  more_for_theirs=[folder / "mp3_decoded.wav"])
     return folder
 
 
 def _stem(folder, side, track, stem):
-    data, rate = soundfile.read(folder / side / SIGNATURE / track / f"{stem}.wav",
-                                dtype="float32", always_2d=True)
-    assert rate == 44100
-    return data.T
+    return read_stem(folder, side, SIGNATURE, track, stem)
 
 
 @pytest.mark.parametrize("track", ["as_wav", "as_flac", "at_48k"])
