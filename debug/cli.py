@@ -192,7 +192,9 @@ def register(subparsers) -> None:
     precision.add_argument("--dtype", choices=["float16", "bfloat16"], required=True)
     precision.add_argument("--min-snr", type=float, default=60.0,
                            help="SNR (dB, every source, vs float32) the greedy list keeps (default 60)")
-    precision.add_argument("--only", help="only points whose name matches this glob (fnmatch)")
+    precision.add_argument("--only", action="append", metavar="GLOB",
+                           help="only points whose name matches this glob (fnmatch); repeat "
+                                "for several")
     precision.add_argument("--seed", type=int, default=0, help="seed of --model-args weights")
     precision.add_argument("--sdr", type=float, default=10.0,
                            help="SDR (dB) of the model for the 'SDR cost' column (default 10)")

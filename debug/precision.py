@@ -95,15 +95,18 @@ class PrecisionMap:
         return sorted(self.rows, key=lambda r: (-r["cost"], r["position"]))
 
 
-def precision_map(checkpoint, mix, dtype="float16", min_snr=60.0, only: str | None = None) -> PrecisionMap:
+def precision_map(checkpoint, mix, dtype="float16", min_snr=60.0,
+                  only: str | list[str] | None = None) -> PrecisionMap:
     """The precision map of the model in ``checkpoint`` on one segment of ``mix``.
 
-    ``only`` (an fnmatch glob on point names) restricts the points tried.
+    ``only`` (an fnmatch glob on point names, or a list of them: a point matching any one)
+    restricts the points tried.
     """
     from numba_demucs.loading import load_model
 
     from .collect import segment_of
 
+    globs = [only] if isinstance(only, str) else list(only or [])
     if dtype not in DTYPES:
         raise NumbaDemucsError(f"--dtype {dtype}: one of {', '.join(DTYPES)}")
     model = load_model(Path(checkpoint), dtype="float32")
@@ -111,7 +114,8 @@ def precision_map(checkpoint, mix, dtype="float16", min_snr=60.0, only: str | No
     baseline, names = run_rounded(model, batch)
     rows = []
     for position, (name, kind) in enumerate(names):
-        if kind not in (np.float32, np.complex64) or (only and not fnmatch.fnmatchcase(name, only)):
+        if kind not in (np.float32, np.complex64) or (
+                globs and not any(fnmatch.fnmatchcase(name, glob) for glob in globs)):
             continue
         output, _ = run_rounded(model, batch, [position], dtype)
         snr = snr_db(baseline, output)
@@ -119,7 +123,7 @@ def precision_map(checkpoint, mix, dtype="float16", min_snr=60.0, only: str | No
         rows.append({"position": position, "name": name, "snr_db": snr,
                      "nsr": nsr, "cost": float(np.max(nsr))})
     if not rows:
-        raise NumbaDemucsError(f"no float32 trace point matches {only!r}")
+        raise NumbaDemucsError(f"no float32 trace point matches {' or '.join(globs)}")
     result = PrecisionMap(dtype, list(model.sources), rows, float(min_snr))
 
     # greedy: cheapest first while the predicted worst-source SNR stays >= min_snr

@@ -63,7 +63,8 @@ def test_map_snr_equals_a_hand_rounded_run_and_greedy_keeps_the_snr(checkpoint, 
 
 def test_precision_cli(checkpoint, tmp_path, capsys):
     assert main(["debug", "precision", "--checkpoint", str(checkpoint), "--seconds", str(SECONDS),
-                 "--dtype", "float16", "--min-snr", "80", "--only", ONLY, "--plot",
+                 "--dtype", "float16", "--min-snr", "80", "--only", ONLY, "--only", "tencoder.0",
+                 "--plot",
                  str(tmp_path / "p.png"), "--json", str(tmp_path / "p.json")]) == 0
     out = capsys.readouterr().out
     assert "greedy:" in out and "costliest first" in out
@@ -71,4 +72,7 @@ def test_precision_cli(checkpoint, tmp_path, capsys):
     assert min(document["final_snr"]) >= 80.0
     snrs = [min(p["snr_db"]) for p in document["points"]]
     assert snrs == sorted(snrs)
+    names = {p["name"] for p in document["points"]}  # either glob
+    assert "tencoder.0" in names and len(names) >= 6
+    assert all(name == "tencoder.0" or name.startswith("encoder.0") for name in names)
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
