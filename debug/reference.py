@@ -159,11 +159,18 @@ def _package(model):
 
 def save_th(model, folder, signature="0123abcd"):
     """Write ``SIG-CHECKSUM.th`` as demucs' ``save_with_checksum(serialize_model(...))`` does."""
+    args, kwargs, state = _package(model)
+    return _write_package(model, args, kwargs, state, folder, signature,
+                          "numba-demucs test fixture")
+
+
+def _write_package(model, args, kwargs, state, folder, signature, note):
+    """demucs' package dict saved by torch, named ``SIG-`` + the first 8 hex digits of its
+    SHA-256 as ``save_with_checksum`` names it."""
     import torch
 
-    args, kwargs, state = _package(model)
     content = {"klass": model.__class__, "args": args, "kwargs": kwargs, "state": state,
-               "training_args": {"note": "numba-demucs test fixture"}}
+               "training_args": {"note": note}}
     buffer = io.BytesIO()
     torch.save(content, buffer)
     checksum = hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
@@ -196,19 +203,11 @@ def save_quantized_th(model, folder, signature="0123abcd", state=None, **quantiz
     """Write a DiffQ-quantized ``SIG-CHECKSUM.th`` as demucs' ``save_with_checksum(
     serialize_model(model, args, quantizer))`` does; ``state`` (default: :func:`quantize`'s)
     may be given altered. Returns the path."""
-    import torch
-
     if state is None:
         _, state = quantize(model, **quantize_options)
     args, kwargs = model._init_args_kwargs
-    content = {"klass": model.__class__, "args": args, "kwargs": kwargs, "state": state,
-               "training_args": {"note": "numba-demucs test fixture (diffq)"}}
-    buffer = io.BytesIO()
-    torch.save(content, buffer)
-    checksum = hashlib.sha256(buffer.getvalue()).hexdigest()[:8]
-    path = Path(folder) / f"{signature}-{checksum}.th"
-    path.write_bytes(buffer.getvalue())
-    return path
+    return _write_package(model, args, kwargs, state, folder, signature,
+                          "numba-demucs test fixture (diffq)")
 
 
 def _encode_json(value):
