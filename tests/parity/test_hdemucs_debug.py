@@ -12,7 +12,7 @@ from numba_demucs._threads import blas_threads
 from numba_demucs.debug import reference
 from numba_demucs.debug.parity import parity
 
-from ..conftest import snr_db
+from ..conftest import sign_flips_left_unnoticed, snr_db
 from .test_trace import golden_names
 
 SMALL = dict(channels=8, segment=8)
@@ -56,21 +56,12 @@ def test_every_parameter_tensor_matters(small_mmi):
     ours = numba_demucs.load_model(path)
     with torch.no_grad():
         expected = reference.load_reference(path)(torch.from_numpy(mix)[None])[0].numpy()
-    unnoticed, names = {}, []
     with blas_threads(1):
         assert snr_db(expected, ours.forward(mix)).min() >= 110
-        for name, array in ours.parameters():
-            names.append(name)
-            original = array.copy()
-            array *= -1
-            try:
-                snr = snr_db(expected, ours.forward(mix)).min()
-            finally:
-                array[...] = original
-            # a key bias adds the same k_b . q_s to every score of query s: the softmax over
-            # the keys cannot see it, in PyTorch as here
-            if snr >= 90 and not name.endswith(".key.bias"):
-                unnoticed[name] = snr
+        # a key bias adds the same k_b . q_s to every score of query s: the softmax over
+        # the keys cannot see it, in PyTorch as here
+        names, unnoticed = sign_flips_left_unnoticed(
+            ours, lambda model: model.forward(mix), expected, 90, ignore=[".key.bias"])
         assert snr_db(expected, ours.forward(mix)).min() >= 110  # restored
     assert any(".lstm.weight_hh_l1_reverse" in n for n in names)
     assert any(".query_decay.weight" in n for n in names)

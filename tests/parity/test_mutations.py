@@ -12,7 +12,7 @@ import torch
 from numba_demucs import load_model
 from numba_demucs.debug import reference
 
-from ..conftest import snr_db
+from ..conftest import sign_flips_left_unnoticed, snr_db
 from .test_small_models import SMALL, _segment_input
 
 
@@ -30,18 +30,8 @@ def small_official(tmp_path_factory):
 def test_every_parameter_tensor_matters(small_official):
     ours, mix, expected = small_official
     assert snr_db(expected, ours.forward(mix)).min() >= 90
-    unnoticed = {}
-    names = []
-    for name, array in ours.parameters():
-        names.append(name)
-        original = array.copy()
-        array *= -1
-        try:
-            snr = snr_db(expected, ours.forward(mix)).min()
-        finally:
-            array[...] = original
-        if snr >= 90:
-            unnoticed[name] = snr
+    names, unnoticed = sign_flips_left_unnoticed(ours, lambda model: model.forward(mix),
+                                                 expected, 90)
     assert len(names) > 150
     assert not unnoticed, f"breaking these left parity intact: {unnoticed}"
     assert snr_db(expected, ours.forward(mix)).min() >= 90  # restored
