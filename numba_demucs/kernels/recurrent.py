@@ -14,14 +14,7 @@ import math
 import numpy as np
 
 from ._config import kernel
-
-
-@kernel
-def _logistic(v):
-    if v >= 0:
-        return 1.0 / (1.0 + math.exp(-v))
-    e = math.exp(v)
-    return e / (1.0 + e)
+from .activations import _logistic  # the sigmoid PyTorch's float64 LSTM gates match
 
 
 @kernel
