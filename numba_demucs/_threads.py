@@ -117,8 +117,9 @@ _arena_shared = False
 
 _spare_lock = threading.Lock()
 _segments_running = 0  # segment calls in flight in run_calls, on single-threaded BLAS
-_helper_pool = None
+_helper_pool = None  # (pid, ThreadPoolExecutor)
 _helper_thread = threading.local()
+_helpers_busy = 0  # helper tasks running now
 handed_off = 0  # pieces of work given to a helper so far (what tests check was exercised)
 
 
@@ -150,21 +151,49 @@ def _spare_helper():
     if trace.enabled():
         return None
     cores = cpu_count()
-    if _segments_running >= cores:
+    if _segments_running >= cores or _runnable_elsewhere() + _segments_running >= cores:
         return None
     with _spare_lock:
-        if _helper_pool is None:
+        # a forked child inherits the pool but not its thread: it needs its own
+        if _helper_pool is None or _helper_pool[0] != os.getpid():
             from concurrent.futures import ThreadPoolExecutor
 
-            _helper_pool = ThreadPoolExecutor(cores - 1, thread_name_prefix="numba-demucs-helper",
-                                              initializer=_mark_helper)
-    return _helper_pool
+            _helper_pool = (os.getpid(), ThreadPoolExecutor(
+                cores - 1, thread_name_prefix="numba-demucs-helper", initializer=_mark_helper))
+    return _helper_pool[1]
+
+
+def _runnable_elsewhere() -> int:
+    """Threads on the machine ready to run now besides this process's segment calls and
+    busy helpers (``/proc/loadavg``'s running count; 0 where it cannot be read).
+
+    A core is only spare if nothing else wants it: on a machine loaded by other processes
+    (load 9-15 on 2 cores) a 60 s separation measured slower with the helper than without
+    (docs/benchmarks.md, issue 16): each hand-off ends waiting for a thread that the
+    scheduler may not run for a while."""
+    try:
+        with open("/proc/loadavg") as file:
+            running = int(file.read().split()[3].split("/")[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return max(0, running - _segments_running - _helpers_busy)
 
 
 def _count_hand_off():
     global handed_off
     with _spare_lock:
         handed_off += 1
+
+
+def _as_helper(work):
+    global _helpers_busy
+    with _spare_lock:
+        _helpers_busy += 1
+    try:
+        return work()
+    finally:
+        with _spare_lock:
+            _helpers_busy -= 1
 
 
 def _mark_helper():
@@ -182,7 +211,7 @@ def pair(first, second, aside=1):
         return a, second()
     _count_hand_off()
     here, there = (second, first) if aside == 0 else (first, second)
-    future = pool.submit(there)
+    future = pool.submit(_as_helper, there)
     try:
         mine = here()
     finally:
@@ -212,7 +241,7 @@ def share(work, count: int) -> None:
             i = take()
 
     _count_hand_off()
-    future = pool.submit(drain)
+    future = pool.submit(_as_helper, drain)
     try:
         drain()
     finally:
