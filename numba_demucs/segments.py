@@ -31,7 +31,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from . import trace
-from ._threads import blas_threads, default_jobs, tune_malloc
+from ._threads import blas_threads, default_jobs, segment_running, tune_malloc
 from .errors import NumbaDemucsError
 from .models.bag import BagOfModels
 
@@ -270,6 +270,14 @@ def run_calls(tasks: list, run: Callable, consume: Callable, jobs: int | None, *
         jobs = 1 if trace.enabled() else default_jobs()
     jobs = min(jobs, len(tasks))
     tune_malloc(threads=jobs > 1, heap=keep_heap)
+    if single_blas:
+        # counted while it runs: a call that finds a core without a segment hands
+        # independent pieces of its work to it (_threads.pair/share; the same bits)
+        bare_run = run
+
+        def run(task):
+            with segment_running():
+                return bare_run(task)
     with blas_threads(1) if single_blas else contextlib.nullcontext():
         if jobs == 1:
             for task in tasks:

@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from .._threads import share
 from .activations import exp_rows
 
 QUERY_BLOCK = 256
@@ -21,8 +22,10 @@ def scaled_dot_product_attention(q, k, v, block=QUERY_BLOCK):
     out = np.empty_like(q)
     # q * scale once for all blocks: the same products as scaling each block's slice.
     q = q * q.dtype.type(1.0 / math.sqrt(dim))
-    scores = np.empty((min(block, queries), k.shape[1]), dtype=q.dtype)
-    for h in range(heads):
+
+    def head(h):
+        # heads are independent: a spare core may take some (share), with the same calls
+        scores = np.empty((min(block, queries), k.shape[1]), dtype=q.dtype)
         kt = k[h].T
         for start in range(0, queries, block):
             stop = min(start + block, queries)
@@ -32,6 +35,8 @@ def scaled_dot_product_attention(q, k, v, block=QUERY_BLOCK):
             block_out = out[h, start:stop]
             np.matmul(rows, v[h], out=block_out)
             block_out *= inv_sums[:, None]
+
+    share(head, heads)
     return out
 
 

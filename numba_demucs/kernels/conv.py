@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._threads import share
 from . import activations
 from ._config import kernel
 
@@ -194,10 +195,33 @@ def _taps_into(acc, base, source, weight, o, c, t0, t1, padding, dilation):
                 dst[t] += w * src[t]
 
 
-@kernel
+# Row ranges of a direct convolution handed out at once (share): enough pieces for a
+# helper to balance, few enough that each is a long run of the kernel.
+DIRECT_PIECES = 16
+
+
 def conv1d_rows_direct(x, weight, bias, padding, dilation):
-    """Stride-1 conv1d along the last axis of every row of ``x (in, rows, n)``, computed
-    directly: ``(out, rows, out_n)``.
+    """Stride-1 conv1d along the last axis of every row of contiguous ``x (in, rows, n)``,
+    computed directly: ``(out, rows, out_n)`` (see ``conv1d_rows_direct_into``). Rows are
+    independent: ranges of them may go to a spare core (share), each computed alike."""
+    in_channels, rows, length = x.shape
+    out_channels, _, kernel_size = weight.shape
+    out_length = length + 2 * padding - dilation * (kernel_size - 1)
+    out = np.empty((out_channels, rows, out_length), dtype=x.dtype)
+    step = -(-rows // DIRECT_PIECES)
+
+    def piece(i):
+        conv1d_rows_direct_into(x, weight, bias, padding, dilation, out, i * step,
+                                min(rows, (i + 1) * step))
+
+    share(piece, -(-rows // step))
+    return out
+
+
+@kernel
+def conv1d_rows_direct_into(x, weight, bias, padding, dilation, out, row0, row1):
+    """Rows ``[row0, row1)`` of the stride-1 conv1d along the last axis of every row of
+    ``x (in, rows, n)``, computed directly into ``out (out, rows, out_n)``.
 
     DConv's dilated convolutions have few output channels (a quarter or an eighth of the
     input's): as im2col + GEMM they wrote and reread a column matrix ``in * kernel`` times
@@ -208,10 +232,9 @@ def conv1d_rows_direct(x, weight, bias, padding, dilation):
     """
     in_channels, rows, length = x.shape
     out_channels, _, kernel_size = weight.shape
-    out_length = length + 2 * padding - dilation * (kernel_size - 1)
-    out = np.empty((out_channels, rows, out_length), dtype=x.dtype)
+    out_length = out.shape[2]
     pairs = in_channels - in_channels % 2
-    for r in range(rows):
+    for r in range(row0, row1):
         for t0 in range(0, out_length, DIRECT_TILE):
             t1 = min(t0 + DIRECT_TILE, out_length)
             # [lo, hi): outputs whose three taps are all inside the input
@@ -259,7 +282,6 @@ def conv1d_rows_direct(x, weight, bias, padding, dilation):
                 value = bias[o]
                 for t in range(t1 - t0):
                     acc[t] += value
-    return out
 
 
 def conv1d_rows(x, weight, bias=None, padding=0, dilation=1):
@@ -290,23 +312,34 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
     out = np.empty((out_channels, out_h, out_w), dtype=np.result_type(x, weight))
-    for i0, i1, cols in _column_blocks(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
+
+    def block(i0, i1, cols):
         out[:, i0:i1] = (w2d @ cols).reshape(out_channels, i1 - i0, out_w)
+
+    _each_column_block(block, x, kernel_h, kernel_w, stride, padding, out_h, out_w)
     return _with_bias(out.reshape(out_channels, -1), bias).reshape(out.shape)
 
 
-def _column_blocks(x, kernel_h, kernel_w, stride, padding, out_h, out_w):
-    """``(i0, i1, columns)`` for blocks of output rows of a conv2d of contiguous ``x``; a 1x1
-    convolution's columns are the input rows themselves (a strided view, no copy)."""
+def _each_column_block(work, x, kernel_h, kernel_w, stride, padding, out_h, out_w):
+    """``work(i0, i1, columns)`` for every block of output rows of a conv2d of contiguous
+    ``x``; a 1x1 convolution's columns are the input rows themselves (a strided view, no
+    copy). Blocks are independent (disjoint output rows): a spare core may take some
+    (share), each block built and multiplied alike."""
     channels = x.shape[0]
     (stride_h, stride_w), (pad_h, pad_w) = stride, padding
     pointwise = kernel_h == kernel_w == 1 and stride_h == stride_w == 1 and pad_h == pad_w == 0
     flat = x.reshape(channels, -1)
-    for i0, i1 in _blocks(out_h, channels * kernel_h * kernel_w * out_w):
+    blocks = _blocks(out_h, channels * kernel_h * kernel_w * out_w)
+
+    def one(index):
+        i0, i1 = blocks[index]
         if pointwise:
-            yield i0, i1, flat[:, i0 * out_w:i1 * out_w]
+            work(i0, i1, flat[:, i0 * out_w:i1 * out_w])
         else:
-            yield i0, i1, im2col_2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, i0, i1)
+            work(i0, i1, im2col_2d(x, kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w,
+                                   i0, i1))
+
+    share(one, len(blocks))
 
 
 def conv2d_glu(x, weight, bias, padding=(0, 0)):
@@ -322,11 +355,14 @@ def conv2d_glu(x, weight, bias, padding=(0, 0)):
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
     out = np.empty((half, out_h, out_w), dtype=x.dtype)
-    for i0, i1, cols in _column_blocks(x, kernel_h, kernel_w, (1, 1), padding, out_h, out_w):
+
+    def gated_block(i0, i1, cols):
         block = w2d @ cols
         add_channel_bias(block, bias)
         gated = activations.glu(block.reshape(1, out_channels, -1))
         out[:, i0:i1] = gated.reshape(half, i1 - i0, out_w)
+
+    _each_column_block(gated_block, x, kernel_h, kernel_w, (1, 1), padding, out_h, out_w)
     return out
 
 

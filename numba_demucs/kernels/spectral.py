@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from .._threads import share
 from ._config import kernel
 
 
@@ -77,11 +78,14 @@ def stft(x, n_fft, hop):
     padded = reflect_pad(np.ascontiguousarray(x), n_fft // 2, n_fft // 2)
     frames_count = 1 + (padded.shape[1] - n_fft) // hop
     out = np.empty((x.shape[0], n_fft // 2 + 1, frames_count), dtype=complex_dtype)
-    for r in range(x.shape[0]):
+
+    def row(r):
         frames = frame_signal(padded[r:r + 1], n_fft, hop, window)[0]
         spectrum = np.fft.rfft(frames, axis=-1)
         spectrum *= 1.0 / math.sqrt(n_fft)
         out[r] = spectrum.T
+
+    share(row, x.shape[0])  # rows are independent: a spare core may take some
     return out
 
 
@@ -97,7 +101,8 @@ def istft(z, hop, length):
     window = hann_window(n_fft, real_dtype)
     start = n_fft // 2
     out = np.zeros((rows, length), dtype=real_dtype)
-    for r in range(rows):
+
+    def row(r):
         spectrum = z[r].T.astype(np.complex128)
         spectrum *= math.sqrt(n_fft)
         frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)
@@ -106,4 +111,6 @@ def istft(z, hop, length):
         if np.any(envelope[start:stop] < 1e-11):
             raise ValueError("istft: window overlap-add is zero somewhere; hop too large for n_fft")
         out[r, :stop - start] = summed[0, start:stop] / envelope[start:stop]
+
+    share(row, rows)  # rows are independent: a spare core may take some
     return out

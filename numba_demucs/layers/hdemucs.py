@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import trace
+from .._threads import share
 from ..kernels import activations, conv, norm
 from .base import (GELU, GLU, Conv, GroupNorm, Identity, Layer, StateReader, fused, gelu,
                    glu_channels)
@@ -122,12 +123,17 @@ class DConvBranch(Layer):
         # block of it is still in cache when the gating pass reads it back.
         w_out = self.conv_out.weight.reshape(2 * channels, hidden)
         step = max(1, GATE_BLOCK // (2 * channels * frames))
-        for r0 in range(0, rows, step):
+
+        def gate_block(block):
+            # blocks write disjoint rows of x: a spare core may take some (share)
+            r0 = block * step
             r1 = min(rows, r0 + step)
             gates = w_out @ h[:, r0:r1].reshape(hidden, -1)
             norm.gated_residual_f32(gates.reshape(2 * channels, r1 - r0, frames),
                                     self.conv_out.bias, self.norm_out.weight, self.norm_out.bias,
                                     self.norm_out.eps, self.layer_scale.scale, x[:, r0:r1])
+
+        share(gate_block, -(-rows // step))
         return x
 
     def __call__(self, x):

@@ -11,6 +11,7 @@ import math
 import numpy as np
 
 from .. import trace
+from .._threads import pair
 from ..kernels import activations
 from ..kernels.attention import multi_head_attention
 from .base import GroupNorm, LayerNorm, Layer, Linear, StateReader, fused, gelu
@@ -187,17 +188,17 @@ class CrossTransformerEncoder(Layer):
             # The branch inputs are traced where PyTorch sees them: as the first layers' inputs.
             if index == 0:
                 tokens = trace.point(f"{self.name}.input.freq", tokens)
+            # The two branches' layers read only the other's previous output: independent,
+            # the time layer on a spare core if there is one (_threads.pair).
+            def time_layer(index=index, layer_t=layer_t, q=tokens_t, k=tokens):
+                if index == 0:
+                    q = trace.point(f"{self.name}.input.time", q)
+                return layer_t(q) if index % 2 == self.classic_parity else layer_t(q, k)
+
             if index % 2 == self.classic_parity:
-                tokens = layer(tokens)
-                if index == 0:
-                    tokens_t = trace.point(f"{self.name}.input.time", tokens_t)
-                tokens_t = layer_t(tokens_t)
+                tokens, tokens_t = pair(lambda: layer(tokens), time_layer)
             else:
-                previous = tokens
-                tokens = layer(tokens, tokens_t)
-                if index == 0:
-                    tokens_t = trace.point(f"{self.name}.input.time", tokens_t)
-                tokens_t = layer_t(tokens_t, previous)
+                tokens, tokens_t = pair(lambda: layer(tokens, tokens_t), time_layer)
         x = np.ascontiguousarray(tokens.reshape(frames, freqs, channels).transpose(2, 1, 0))
         xt = np.ascontiguousarray(tokens_t.T)
         return self.emit(x), xt

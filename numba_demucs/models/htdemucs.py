@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from .. import trace
+from .._threads import pair
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
 from ..layers.base import Conv
@@ -229,16 +230,20 @@ class HTDemucs:
         for idx, encode in enumerate(self.encoder):
             lengths.append(x.shape[-1])
             inject = None
+            # each layer divides freqs by its stride, the time layer samples by theirs:
+            # x (channels, freqs / stride, T); xt (channels, frames / stride)
             if idx < len(self.tencoder):
                 lengths_t.append(xt.shape[-1])
                 tenc = self.tencoder[idx]
-                xt = tenc(xt)
                 if not tenc.empty:
+                    # independent branches: the time layer on a spare core if there is one
+                    xt, x = pair(lambda: tenc(xt), lambda: encode(x, None), aside=0)
                     saved_t.append(xt)
                 else:
-                    inject = xt
-            # each layer divides freqs by its stride, the time layer samples by theirs:
-            x = encode(x, inject)  # (channels, freqs / stride, T); xt (channels, frames / stride)
+                    xt = inject = tenc(xt)
+                    x = encode(x, inject)
+            else:
+                x = encode(x, inject)
             if idx == 0 and self.freq_emb is not None:
                 emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]  # (channels, freqs, 1)
                 x = x + dt(self.freq_emb_scale) * emb
@@ -259,16 +264,20 @@ class HTDemucs:
 
         offset = self.config.depth - len(self.tdecoder)
         for idx, decode in enumerate(self.decoder):
-            x, pre = decode(x, saved.pop(-1), lengths.pop(-1))
-            if idx >= offset:
-                tdec = self.tdecoder[idx - offset]
-                length_t = lengths_t.pop(-1)
-                if tdec.empty:
+            skip, length = saved.pop(-1), lengths.pop(-1)
+            tdec = self.tdecoder[idx - offset] if idx >= offset else None
+            if tdec is not None and not tdec.empty:
+                skip_t, length_t = saved_t.pop(-1), lengths_t.pop(-1)
+                # independent branches: the time layer on a spare core if there is one
+                (x, pre), (xt, _) = pair(lambda: decode(x, skip, length),
+                                         lambda: tdec(xt, skip_t, length_t))
+                del skip_t
+            else:
+                x, pre = decode(x, skip, length)
+                if tdec is not None:
                     # pre (channels, 1, T): the frequency axis is down to one row here
-                    xt, _ = tdec(pre[:, 0], None, length_t)
-                else:
-                    xt, _ = tdec(xt, saved_t.pop(-1), length_t)
-            del pre  # the largest decoders' inputs: not kept while the next layers run
+                    xt, _ = tdec(pre[:, 0], None, lengths_t.pop(-1))
+            del pre, skip  # the largest decoders' inputs: not kept while the next layers run
 
         sources = len(self.sources)
         freqs, frames = x.shape[-2:]  # x (S * 2C, Fr, T)

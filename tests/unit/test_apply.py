@@ -109,6 +109,30 @@ def test_threads_give_the_bits_of_one_call_at_a_time(tiny):
     np.testing.assert_array_equal(threaded, sequential)
 
 
+def test_a_spare_core_changes_no_bit(tiny, monkeypatch):
+    """A segment that finds a core without a segment hands independent pieces of its work
+    (the two branches of a layer, attention heads, STFT rows, DConv gating blocks) to a
+    helper thread; its output must be the bits of running them in turn on one thread."""
+    from numba_demucs import _threads
+
+    model = numba_demucs.load_model(tiny[0])
+    length = int(model.segment * model.samplerate)
+    mix = reference.music_like_signal(length / 44100 + 0.01, seed=1)[:, :length]
+    outputs = {}
+    # (cores, threads of other processes ready to run): only the first has a spare core
+    for cores, elsewhere in ((2, 0), (2, 3), (1, 0)):
+        monkeypatch.setattr(_threads, "cpu_count", lambda cores=cores: cores)
+        monkeypatch.setattr(_threads, "_runnable_elsewhere", lambda n=elsewhere: n)
+        before = _threads.handed_off
+        with _threads.blas_threads(1), _threads.segment_running():
+            outputs[cores, elsewhere] = model.forward(mix)
+        handed = _threads.handed_off - before
+        # 4 encoder + 2 transformer + 4 decoder layer pairs, heads, STFT/iSTFT rows, blocks
+        assert handed >= 10 if (cores, elsewhere) == (2, 0) else handed == 0
+    np.testing.assert_array_equal(outputs[2, 0], outputs[1, 0])
+    np.testing.assert_array_equal(outputs[2, 3], outputs[1, 0])
+
+
 def test_bag_averages_as_demucs(tiny):
     weights = [[1.0, 0.0, 0.5, 1.0], [0.0, 1.0, 0.5, 2.0]]
     mix = reference.music_like_signal(0.7, seed=4)[None]
