@@ -270,23 +270,31 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN, every_pai
             gram = gram_of(low, high, regularised=False)
             return np.linalg.lstsq(gram, targets[rows, columns], rcond=None)[0]
 
-    solved = solve(0, n_refs, slice(0, n_refs))  # (s, cs, k) x (j, c)
-    all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
-    all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
-
-    # The own-source systems are the diagonal blocks of the same matrix: one source's
-    # channels, block Toeplitz in turn.
+    # The all-sources system in a second thread (its recursion is sequential and drops
+    # the GIL) while this one solves the own-source systems: the diagonal blocks of the
+    # same matrix, one source's channels, block Toeplitz in turn.
+    pool = ThreadPoolExecutor(1) if _CPUS > 1 else None
+    if pool is not None:
+        big = pool.submit(solve, 0, n_refs, slice(0, n_refs))
     estimates_solved = n_sources if every_pair else 1
     own_filters = np.empty((n_sources, estimates_solved, n_channels, n_channels, filters_len))
-    for source in range(n_sources):
-        if every_pair:  # (s, cs, k) x (j, c): all estimates against this reference
-            columns = slice(0, n_refs)
-        else:
-            columns = slice(source * n_channels, (source + 1) * n_channels)
-        own = solve(source * n_channels, (source + 1) * n_channels, columns)
-        # (cs, k, j, c) -> (j, c, cs, k)
-        own_filters[source] = own.reshape(
-            n_channels, filters_len, estimates_solved, n_channels).transpose(2, 3, 0, 1)
+    try:
+        for source in range(n_sources):
+            if every_pair:  # (s, cs, k) x (j, c): all estimates against this reference
+                columns = slice(0, n_refs)
+            else:
+                columns = slice(source * n_channels, (source + 1) * n_channels)
+            own = solve(source * n_channels, (source + 1) * n_channels, columns)
+            # (cs, k, j, c) -> (j, c, cs, k)
+            own_filters[source] = own.reshape(
+                n_channels, filters_len, estimates_solved, n_channels).transpose(2, 3, 0, 1)
+        # (s, cs, k) x (j, c)
+        solved = big.result() if pool is not None else solve(0, n_refs, slice(0, n_refs))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
+    all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
     if not every_pair:
         own_filters = own_filters[:, 0]
     return all_filters, own_filters

@@ -153,22 +153,25 @@ def block_levinson(gamma, rhs, eps, out):
                     tb += d_forward[p, k] * beta[k, q]
                 e_forward[p, q] -= tf
                 e_backward[p, q] -= tb
-        # F'_i = F_i - Bprev_{i-1} alpha and Bprev'_{n-i} ... pair F_i with Br_{n-i}.
+        # F'_i = F_i - B_{i-1} alpha and Br'_{n-i} = Br_{n-i} - F_i beta: F_i pairs with
+        # Br_{n-i} = B_{i-1} only, so each pair is updated in place from its old values.
         for i in range(n + 1):
             j = n - i
             for p in range(m):
                 for q in range(m):
                     old_f[p, q] = forward[i, p, q] if i < n else 0.0
                     old_b[p, q] = backward[j, p, q] if j < n else 0.0
+            # q innermost (it vectorises); the sums over k keep their order
             for p in range(m):
                 for q in range(m):
-                    tf = old_f[p, q]
-                    tb = old_b[p, q]
-                    for k in range(m):
-                        tf -= old_b[p, k] * alpha[k, q]
-                        tb -= old_f[p, k] * beta[k, q]
-                    forward[i, p, q] = tf
-                    backward[j, p, q] = tb
+                    forward[i, p, q] = old_f[p, q]
+                    backward[j, p, q] = old_b[p, q]
+                for k in range(m):
+                    gb = old_b[p, k]
+                    gf = old_f[p, k]
+                    for q in range(m):
+                        forward[i, p, q] -= gb * alpha[k, q]
+                        backward[j, p, q] -= gf * beta[k, q]
         # the solution: x' = [x; 0] + B' Eb'^-1 (rhs_n - sum_i Gamma(i - n) x_i)
         for p in range(m):
             for j in range(r):
