@@ -20,15 +20,18 @@ museval's defaults are reproduced step by step:
 What differs is only how the numbers are obtained. museval correlates full-length signals
 with FFTs of ``2**ceil(log2(n + 511))`` points and keeps 1023 lags of each; here the same
 lags come from short overlapping blocks whose cross-spectra are summed, so memory stays
-proportional to the block size. The solves share one factorisation across estimates, and
-the frame projections reuse the filter spectra across frames, with frames spread over
-threads (after the solve, frames are independent; there are many more frames than
-sources). Everything is float64.
+proportional to the block size. The regularised Gram matrix is never formed: it is block
+Toeplitz in the lags, and a block Levinson recursion with iterative refinement solves it
+from the lags for all estimates at once (:mod:`.toeplitz`); only when that breaks down or
+does not refine to LU accuracy (singular or nearly singular systems) is the explicit matrix
+built and solved by LU as museval does. The frame projections reuse the filter spectra
+across frames, with frames spread over threads (after the solve, frames are independent;
+there are many more frames than sources). Everything is float64.
 
-For 4 stereo sources, memory beyond the input is the 128 MiB Gram matrix plus about 640
-bytes per sample of ``window + 511`` for the filter spectra (29 MiB at one second), so
-scoring a whole 4-minute track as one frame (``window=math.inf``) needs several GiB, as it
-does in museval.
+For 4 stereo sources, memory beyond the input is about 640 bytes per sample of ``window +
+511`` for the filter spectra (29 MiB at one second), plus the 128 MiB Gram matrix when the
+LU fallback runs, so scoring a whole 4-minute track as one frame (``window=math.inf``)
+needs several GiB, as it does in museval.
 """
 from __future__ import annotations
 
