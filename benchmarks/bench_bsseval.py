@@ -86,11 +86,11 @@ def run(scorer, seconds, dtype, scratch):
     out_path = os.path.join(scratch, f"{scorer}-{dtype}-{seconds}.json")
     signals_path = os.path.join(scratch, f"signals-{seconds}.npz")
     if not os.path.exists(signals_path):
-        refs, ests = make_signals(seconds)
-        np.savez(signals_path, refs=refs, ests=ests)
-        np.savez(signals_path + "64.npz", refs=refs.astype(np.float64),
-                 ests=ests.astype(np.float64))
-        del refs, ests
+        # In a subprocess: on Linux a child's ru_maxrss starts from its parent's resident
+        # size at fork, so a parent holding the generated signals would lift every
+        # worker's peak to its own.
+        subprocess.run([sys.executable, __file__, "--make-signals", str(seconds),
+                        "--signals", signals_path], check=True)
     subprocess.run([sys.executable, __file__, "--worker", scorer, "--signals", signals_path,
                     "--dtype", dtype, "--out", out_path], check=True)
     with open(out_path) as handle:
@@ -106,7 +106,14 @@ def main() -> None:
     parser.add_argument("--signals", help="(worker) .npz with refs and ests")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--out")
+    parser.add_argument("--make-signals", type=float, help="(helper) write the signals")
     args = parser.parse_args()
+    if args.make_signals:
+        refs, ests = make_signals(args.make_signals)
+        np.savez(args.signals, refs=refs, ests=ests)
+        np.savez(args.signals + "64.npz", refs=refs.astype(np.float64),
+                 ests=ests.astype(np.float64))
+        return
     if args.worker:
         worker(args.worker, args.signals, args.dtype, args.out)
         return
