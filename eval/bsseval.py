@@ -20,15 +20,18 @@ museval's defaults are reproduced step by step:
 What differs is only how the numbers are obtained. museval correlates full-length signals
 with FFTs of ``2**ceil(log2(n + 511))`` points and keeps 1023 lags of each; here the same
 lags come from short overlapping blocks whose cross-spectra are summed, so memory stays
-proportional to the block size. The solves share one factorisation across estimates, and
-the frame projections reuse the filter spectra across frames, with frames spread over
-threads (after the solve, frames are independent; there are many more frames than
-sources). Everything is float64.
+proportional to the block size. The regularised Gram matrix is never formed: it is block
+Toeplitz in the lags, and a block Levinson recursion with iterative refinement solves it
+from the lags for all estimates at once (:mod:`.toeplitz`); only when that breaks down or
+does not refine to LU accuracy (singular or nearly singular systems) is the explicit matrix
+built and solved by LU as museval does. The frame projections reuse the filter spectra
+across frames, with frames spread over threads (after the solve, frames are independent;
+there are many more frames than sources). Everything is float64.
 
-For 4 stereo sources, memory beyond the input is the 128 MiB Gram matrix plus about 640
-bytes per sample of ``window + 511`` for the filter spectra (29 MiB at one second), so
-scoring a whole 4-minute track as one frame (``window=math.inf``) needs several GiB, as it
-does in museval.
+For 4 stereo sources, memory beyond the input is about 640 bytes per sample of ``window +
+511`` for the filter spectra (29 MiB at one second), plus the 128 MiB Gram matrix when the
+LU fallback runs, so scoring a whole 4-minute track as one frame (``window=math.inf``)
+needs several GiB, as it does in museval.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from numba_demucs.kernels._config import kernel
 from numba_demucs.errors import EvaluationError
 
 from .correlations import FILTERS_LEN, gather_blocks, lag_correlations
+from .toeplitz import block_lags, solve_block_toeplitz
 
 try:  # scipy ships with museval; its LAPACK wrapper lets the big solve overwrite its input.
     from scipy.linalg import lapack as _lapack
@@ -233,7 +237,6 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN, every_pai
     n_refs = n_sources * n_channels
     first, second, values = lag_correlations(references, estimates, filters_len)
     size = n_refs * filters_len
-    block = n_channels * filters_len
 
     eps = np.finfo(np.float64).eps
 
@@ -247,38 +250,54 @@ def distortion_filters(references, estimates, filters_len=FILTERS_LEN, every_pai
 
     targets = np.empty((size, n_refs))
     _fill_targets(first, second, values, n_refs, filters_len, targets)
-    gram = gram_of(0, n_refs)
-    try:
-        solved = _regularised_solve(gram, targets, in_place=True)  # (s, cs, k) x (j, c)
-    except np.linalg.LinAlgError:  # the LU overwrote the matrix: museval's lstsq on plain G
-        del gram
-        gram = gram_of(0, n_refs, regularised=False)
-        solved = np.linalg.lstsq(gram, targets, rcond=None)[0]
-    del gram
-    all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
-    all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
 
-    # The own-source systems are diagonal blocks of the same regularised matrix, built
-    # afresh once the big one is gone rather than copied out of it before its LU: the
-    # copies would add a quarter of its size to the peak memory.
+    def solve(low, high, columns):
+        """``(G + eps I)^-1 D`` over reference channels ``[low, high)`` and the target
+        columns given: block Levinson on the lags (no explicit matrix), or, when it breaks
+        down or does not refine to LU accuracy, museval's LU (lstsq if singular) on the
+        explicit matrix."""
+        m = high - low
+        rows = slice(low * filters_len, high * filters_len)
+        rhs = targets[rows, columns]  # (p, k) x r -> (k, p, r), the block-Toeplitz order
+        rhs = rhs.reshape(m, filters_len, rhs.shape[1]).transpose(1, 0, 2)
+        gamma = block_lags(first, second, values, n_refs, low, high, filters_len)
+        solution = solve_block_toeplitz(gamma, rhs, eps)
+        if solution is not None:
+            return np.ascontiguousarray(
+                solution.transpose(1, 0, 2)).reshape(m * filters_len, rhs.shape[2])
+        gram = gram_of(low, high)
+        try:
+            return _regularised_solve(gram, targets[rows, columns], in_place=True)
+        except np.linalg.LinAlgError:  # the LU overwrote the matrix: lstsq on plain G
+            del gram
+            gram = gram_of(low, high, regularised=False)
+            return np.linalg.lstsq(gram, targets[rows, columns], rcond=None)[0]
+
+    # The all-sources system in a second thread (its recursion is sequential and drops
+    # the GIL) while this one solves the own-source systems: the diagonal blocks of the
+    # same matrix, one source's channels, block Toeplitz in turn.
+    pool = ThreadPoolExecutor(1) if _CPUS > 1 else None
+    if pool is not None:
+        big = pool.submit(solve, 0, n_refs, slice(0, n_refs))
     estimates_solved = n_sources if every_pair else 1
     own_filters = np.empty((n_sources, estimates_solved, n_channels, n_channels, filters_len))
-    for source in range(n_sources):
-        rows = slice(source * block, (source + 1) * block)
-        if every_pair:  # (s, cs, k) x (j, c): all estimates against this reference
-            columns = slice(0, n_refs)
-        else:
-            columns = slice(source * n_channels, (source + 1) * n_channels)
-        low, high = source * n_channels, (source + 1) * n_channels
-        try:
-            own = _regularised_solve(gram_of(low, high), targets[rows, columns],
-                                     in_place=True)
-        except np.linalg.LinAlgError:
-            system = gram_of(low, high, regularised=False)
-            own = np.linalg.lstsq(system, targets[rows, columns], rcond=None)[0]
-        # (cs, k, j, c) -> (j, c, cs, k)
-        own_filters[source] = own.reshape(
-            n_channels, filters_len, estimates_solved, n_channels).transpose(2, 3, 0, 1)
+    try:
+        for source in range(n_sources):
+            if every_pair:  # (s, cs, k) x (j, c): all estimates against this reference
+                columns = slice(0, n_refs)
+            else:
+                columns = slice(source * n_channels, (source + 1) * n_channels)
+            own = solve(source * n_channels, (source + 1) * n_channels, columns)
+            # (cs, k, j, c) -> (j, c, cs, k)
+            own_filters[source] = own.reshape(
+                n_channels, filters_len, estimates_solved, n_channels).transpose(2, 3, 0, 1)
+        # (s, cs, k) x (j, c)
+        solved = big.result() if pool is not None else solve(0, n_refs, slice(0, n_refs))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    all_filters = solved.reshape(n_sources, n_channels, filters_len, n_sources, n_channels)
+    all_filters = np.ascontiguousarray(all_filters.transpose(3, 4, 0, 1, 2))
     if not every_pair:
         own_filters = own_filters[:, 0]
     return all_filters, own_filters

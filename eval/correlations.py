@@ -2,7 +2,7 @@
 
 museval correlates full-length signals with FFTs of ``2**ceil(log2(n + 511))`` points and
 keeps 1023 lags of each; here the same lags come from short overlapping blocks whose
-cross-spectra are summed in threads, so memory stays proportional to the block size.
+cross-spectra are summed in two threads, so memory stays proportional to the block size.
 """
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ FILTERS_LEN = 512
 _CORRELATION_FFT = 16384
 """FFT length of one correlation block; each block then covers ``16384 - 1022`` samples."""
 
-_BLOCKS_PER_BATCH = 4
+_BLOCKS_PER_BATCH = 2
+"""Blocks transformed together by one stream."""
+
+_STREAMS = 2
+"""Independent sums of the blocks' cross-spectra, one thread each when there are CPUs."""
 
 _CPUS = os.cpu_count() or 1
 
@@ -59,26 +63,6 @@ def _accumulate_cross_spectra(leading, trailing, first, second, acc, begin, end)
                 acc[pair, k] += leading[block, a, k] * np.conj(trailing[block, b, k])
 
 
-def _in_threads(function, ranges):
-    """Run ``function(begin, end)`` over the ranges, one thread each (the kernels drop the GIL).
-
-    Plain threads rather than numba's ``parallel=True``: OpenMP workers spin after each
-    parallel region and, on few cores, starve the FFT and BLAS threads that run between.
-    """
-    if len(ranges) == 1:
-        function(*ranges[0])
-        return
-    with ThreadPoolExecutor(len(ranges)) as pool:
-        for future in [pool.submit(function, begin, end) for begin, end in ranges]:
-            future.result()
-
-
-def _split(count, parts):
-    parts = max(1, min(parts, count))
-    edges = [count * index // parts for index in range(parts + 1)]
-    return [(edges[i], edges[i + 1]) for i in range(parts)]
-
-
 def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
     """Correlations ``R[p, q](k) = sum_n x_p[n + k] x_q[n]`` for ``|k| < filters_len``.
 
@@ -113,28 +97,45 @@ def lag_correlations(references, estimates, filters_len=FILTERS_LEN):
     second = np.asarray(second, dtype=np.int64)
 
     n_bins = fft_length // 2 + 1
-    acc = np.zeros((first.shape[0], n_bins), dtype=np.complex128)
     starts_all = np.arange(0, n_samples, block, dtype=np.int64)
-    # One set of buffers for every batch: allocating them per batch makes glibc raise its
-    # mmap threshold and keep tens of MiB of freed heap, which shows in the peak memory.
-    batch_size = min(_BLOCKS_PER_BATCH, starts_all.shape[0])
-    lead = np.empty((batch_size, n_refs, fft_length))
-    trail = np.empty((batch_size, 2 * n_refs, fft_length))
-    lead_spectra = np.empty((batch_size, n_refs, n_bins), dtype=np.complex128)
-    trail_spectra = np.empty((batch_size, 2 * n_refs, n_bins), dtype=np.complex128)
-    for batch in range(0, starts_all.shape[0], batch_size):
-        starts = starts_all[batch : batch + batch_size]
-        count = starts.shape[0]
-        gather_blocks(references, starts, -margin, block + 2 * margin, fft_length,
-                       lead[:count])
-        gather_blocks(references, starts, 0, block, fft_length, trail[:count, :n_refs])
-        gather_blocks(estimates, starts, 0, block, fft_length, trail[:count, n_refs:])
-        np.fft.rfft(lead[:count], fft_length, axis=-1, out=lead_spectra[:count])
-        np.fft.rfft(trail[:count], fft_length, axis=-1, out=trail_spectra[:count])
-        lead_batch, trail_batch = lead_spectra[:count], trail_spectra[:count]
-        _in_threads(lambda begin, end: _accumulate_cross_spectra(
-            lead_batch, trail_batch, first, second, acc, begin, end),
-            _split(first.shape[0], _CPUS))
-    del lead, trail, lead_spectra, trail_spectra
+    # Blocks are dealt to _STREAMS fixed streams (block i to stream i % _STREAMS), each with
+    # its own buffers and accumulator and run in its own thread (gather, FFT and
+    # cross-spectra; every step drops the GIL); the streams' sums are added at the end.
+    # The grouping does not depend on the number of CPUs, so neither do the bits.
+    streams = [starts_all[index::_STREAMS] for index in range(_STREAMS)]
+    streams = [starts for starts in streams if starts.shape[0]]
+
+    def run_stream(starts_stream):
+        # One set of buffers per stream for all its batches: allocating them per batch
+        # makes glibc raise its mmap threshold and keep tens of MiB of freed heap, which
+        # shows in the peak memory.
+        acc = np.zeros((first.shape[0], n_bins), dtype=np.complex128)
+        batch_size = min(_BLOCKS_PER_BATCH, starts_stream.shape[0])
+        lead = np.empty((batch_size, n_refs, fft_length))
+        trail = np.empty((batch_size, 2 * n_refs, fft_length))
+        lead_spectra = np.empty((batch_size, n_refs, n_bins), dtype=np.complex128)
+        trail_spectra = np.empty((batch_size, 2 * n_refs, n_bins), dtype=np.complex128)
+        for batch in range(0, starts_stream.shape[0], batch_size):
+            starts = starts_stream[batch : batch + batch_size]
+            count = starts.shape[0]
+            gather_blocks(references, starts, -margin, block + 2 * margin, fft_length,
+                          lead[:count])
+            gather_blocks(references, starts, 0, block, fft_length, trail[:count, :n_refs])
+            gather_blocks(estimates, starts, 0, block, fft_length, trail[:count, n_refs:])
+            np.fft.rfft(lead[:count], fft_length, axis=-1, out=lead_spectra[:count])
+            np.fft.rfft(trail[:count], fft_length, axis=-1, out=trail_spectra[:count])
+            _accumulate_cross_spectra(lead_spectra[:count], trail_spectra[:count], first,
+                                      second, acc, 0, first.shape[0])
+        return acc
+
+    if len(streams) == 1 or _CPUS == 1:
+        sums = [run_stream(starts) for starts in streams]
+    else:
+        with ThreadPoolExecutor(min(_CPUS, len(streams))) as pool:
+            sums = list(pool.map(run_stream, streams))
+    acc = sums[0]
+    for other in sums[1:]:
+        acc += other
+    del sums
     values = np.fft.irfft(acc, fft_length, axis=-1)[:, : 2 * margin + 1]
     return first, second, np.ascontiguousarray(values)

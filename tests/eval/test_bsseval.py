@@ -39,6 +39,9 @@ def build_case(name):
     elif name == "filtered_tones":  # also not a whole number of seconds
         refs = signals.tones(rng, 3, 2.5, floor=1e-2)
         ests = signals.degrade(rng, refs, leak=0.1, noise_level=0.02, filtered=True)
+    elif name == "faint_floor_tones":  # condition about 1e11: refined Levinson, no LU
+        refs = signals.tones(rng, 3, 2.0, floor=1e-4)
+        ests = signals.degrade(rng, refs, leak=0.1, noise_level=0.02, filtered=True)
     elif name == "pure_tones":
         refs = signals.tones(rng, 3, 2.3, floor=0.0)
         ests = signals.degrade(rng, refs, leak=0.05, noise_level=0.01)
@@ -66,7 +69,7 @@ def build_case(name):
     return refs, ests, window, hop
 
 
-CASES = ["noise", "filtered_tones", "pure_tones", "silent_frames", "shorter_than_window",
+CASES = ["noise", "filtered_tones", "faint_floor_tones", "pure_tones", "silent_frames", "shorter_than_window",
          "mono_four_sources", "overlapping_frames", "float32_nearly_perfect"]
 
 
@@ -117,6 +120,30 @@ def test_condition_split_covers_both_sides(scored):
     assert scored("noise")[2] < WELL_CONDITIONED
     assert scored("filtered_tones")[2] < WELL_CONDITIONED
     assert scored("pure_tones")[2] >= WELL_CONDITIONED
+    assert 1e9 < scored("faint_floor_tones")[2] < WELL_CONDITIONED
+
+
+@pytest.mark.parametrize("case, levinson", [("noise", True), ("filtered_tones", True),
+                                            ("faint_floor_tones", True),
+                                            ("pure_tones", False)])
+def test_which_solver(case, levinson, monkeypatch):
+    """The all-sources system takes the block Levinson path up to ill-conditioned cases
+    (about 1e11), and the LU on the explicit matrix where the recursion cannot be refined
+    (pure tones, condition about 1e22)."""
+    from numba_demucs.eval import bsseval
+
+    accepted = []
+    solve = bsseval.solve_block_toeplitz
+
+    def spy(gamma, rhs, eps):
+        solution = solve(gamma, rhs, eps)
+        accepted.append((gamma.shape[1], solution is not None))
+        return solution
+
+    monkeypatch.setattr(bsseval, "solve_block_toeplitz", spy)
+    refs, ests, _, _ = build_case(case)
+    bsseval.distortion_filters(refs, ests)
+    assert (6, levinson) in accepted
 
 
 def test_silent_frames_are_nan_for_every_source(scored):
