@@ -69,6 +69,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 4, 20])
     parser.add_argument("--model", choices=["tiny", "htdemucs"], default="tiny")
     parser.add_argument("-j", "--jobs", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", choices=["memory", "stream"],
+                        default=["memory", "stream"],
+                        help="which ways of separating to measure (default both)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
@@ -81,7 +84,7 @@ def main() -> None:
             track = scratch / f"noise-{minutes:g}min.wav"
             write_noise(track, minutes)
             float_track_mib = minutes * 60 * 44100 * 2 * 4 / 2 ** 20
-            for stream in (False, True):
+            for stream in [mode == "stream" for mode in args.modes]:
                 figures = measure(checkpoint, track, scratch / "out", stream, args.jobs)
                 mode = "--stream" if stream else "in memory"
                 rows.append((minutes, mode, figures))

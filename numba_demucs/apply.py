@@ -56,6 +56,29 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
     which calls ran together, and a trace capture (which runs them one by one) changes no
     bit of it. ``jobs=1`` leaves BLAS as configured: multi-threaded BLAS rounds differently.
     """
+    return _apply(model, mix, None, shifts=shifts, split=split, overlap=overlap,
+                  transition_power=transition_power, segment=segment, seed=seed,
+                  sources=sources, jobs=jobs, callback=callback)
+
+
+def apply_standardised(model, mix, standard, **options):
+    """``apply_model(model, standard.apply(mix.copy()), **options)`` without the copy.
+
+    Each segment's input is standardised as it is read (the same float32 operations on the
+    same samples, so the same bits; zeros outside the track, as demucs pads the standardised
+    mix): the Separator's in-memory path holds the track once, not twice (issue 16).
+    """
+    mix = np.asarray(mix)
+    if mix.dtype != np.float32 or model.dtype != np.float32:
+        # demucs standardises the float32 mix before any conversion to the model's dtype
+        return _apply(model, standard.apply(mix.astype(np.float32)), None, **options)
+    return _apply(model, mix, standard, **options)
+
+
+def _apply(model, mix, standard, *, shifts: int = 1, split: bool = True, overlap: float = 0.25,
+           transition_power: float = 1.0, segment: float | None = None,
+           seed: int | None = None, sources: list[str] | None = None, jobs: int | None = None,
+           callback: Callable[[dict], None] | None = None):
     if transition_power < 1:
         raise NumbaDemucsError("transition_power < 1 is not allowed (demucs refuses it too)")
     if not 0 <= overlap < 1:
@@ -82,13 +105,14 @@ def apply_model(model, mix, shifts: int = 1, split: bool = True, overlap: float 
                            transition_power=transition_power, segment=segment, rng=rng,
                            sources=sources)
     try:
-        return segments.combine(model, shifts, _member_estimates(passes, mix, jobs, callback))
+        return segments.combine(model, shifts,
+                                _member_estimates(passes, mix, standard, jobs, callback))
     finally:
         # the freed temporaries were kept for reuse between segments (tune_malloc)
         release_free_memory()
 
 
-def _member_estimates(passes, mix, jobs, callback):
+def _member_estimates(passes, mix, standard, jobs, callback):
     """``(member, shift estimates)`` per bag member, each pass run only when asked for, so
     memory holds one pass's output buffer at a time besides the running sums."""
     members = {}
@@ -98,18 +122,21 @@ def _member_estimates(passes, mix, jobs, callback):
     total = sum(len(one.calls) for member in members.values() for one in member)
     single_blas = segments.single_threaded_blas(passes, jobs)
     for member, member_passes in members.items():
-        yield member, (_run_pass(one, mix, jobs, single_blas, callback, total)
+        yield member, (_run_pass(one, mix, standard, jobs, single_blas, callback, total)
                        for one in member_passes)
 
 
-def _run_pass(one, mix, jobs, single_blas, callback, total):
+def _run_pass(one, mix, standard, jobs, single_blas, callback, total):
     """The pass's estimate over the track, ``(batch, sources, channels, samples)``."""
     batch, channels, length = mix.shape
     accumulator = segments.Accumulator(one, (batch, len(one.model.sources), channels),
                                        capacity=one.length)
 
     def read(start, stop):
-        return segments.read_window(mix, start, stop)
+        window = segments.read_window(mix, start, stop)
+        if standard is not None:
+            standard.apply(window[..., max(0, -start):max(0, min(stop, length) - start)])
+        return window
 
     def consume(call, out):
         accumulator.add(call, out)

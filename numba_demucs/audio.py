@@ -329,6 +329,55 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
     return path
 
 
+WRITE_BLOCK = 1 << 18  # samples per block when a stem is converted and written
+
+
+def write_blocks(path, blocks, length: int, channels: int, samplerate: int, *,
+                 clip_mode: str = "rescale", bits: int = 16, as_float: bool = False,
+                 bitrate: int = 320) -> Path:
+    """``write(path, prevent_clip(stem, clip_mode), ...)`` for a stem given as
+    ``blocks(start, stop) -> (channels, stop - start)``, converted one block at a time.
+
+    The same samples and the same file bytes as the whole-array write (every step is
+    per sample; libsndfile's encoders buffer their own frames), without the whole-stem
+    float and integer copies the conversion would make: ``--clip-mode rescale`` takes the
+    stem's peak in a first sweep over the blocks.
+    """
+    path = Path(path)
+    extension = path.suffix.lower().lstrip(".")
+    if extension not in OUTPUT_FORMATS:
+        raise AudioError(f"{path}: cannot write .{extension} files; use wav, flac or mp3")
+    if bits not in (16, 24):
+        raise AudioError(f"{path}: bits must be 16 or 24, got {bits}")
+    if as_float and extension != "wav":
+        raise AudioError(f"{path}: float32 samples can only be written to wav")
+    peak = None
+    if clip_mode == "rescale":
+        peak = 0.0
+        for start in range(0, length, WRITE_BLOCK):
+            block = blocks(start, min(start + WRITE_BLOCK, length))
+            if block.size:
+                peak = max(peak, float(np.abs(block).max()))
+    try:
+        temporary = temporary_beside(path)
+    except OSError as error:
+        raise AudioError(f"{path.parent}: cannot create files in this folder "
+                         f"({os.strerror(error.errno) if error.errno else error})") from None
+    try:
+        with atomic_path(path, temporary):
+            subtype, options = format_options(extension, bits, as_float, bitrate)
+            with soundfile.SoundFile(str(temporary), "w", samplerate, channels,
+                                     subtype=subtype, format=extension.upper(),
+                                     **options) as handle:
+                for start in range(0, length, WRITE_BLOCK):
+                    block = blocks(start, min(start + WRITE_BLOCK, length))
+                    block = prevent_clip(block, clip_mode, peak)
+                    handle.write(encode_block(block, extension, bits, as_float).T)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
+        raise _write_error(path, error) from None
+    return path
+
+
 def track_name(path: Path) -> tuple[str, str]:
     """demucs' ``{track}`` and ``{trackext}``: the name split at its last dot."""
     track, _, extension = path.name.rpartition(".")

@@ -36,6 +36,7 @@ from .errors import NumbaDemucsError
 from .models.bag import BagOfModels
 
 MAX_SHIFT_SECONDS = 0.5  # demucs: shifts move the track by up to half a second
+WEIGHT_BLOCK = 1 << 18  # samples per block when an in-memory pass is divided by its weights
 
 
 def center_trim(array, length):
@@ -184,13 +185,21 @@ class Accumulator:
         self.next_call = 0
         self.calls = one.calls
         self.window_end = one.start + one.length
+        self.whole = capacity is not None
         size = capacity or 0
         self.out = np.zeros(leading_shape + (size,), dtype=one.model.dtype)
-        self.weight_sum = np.zeros(size, dtype=one.model.dtype)
+        # In memory the weight sums are rebuilt block by block in ``take`` (the same float32
+        # additions in the same order): a whole-window array would be half a stereo copy
+        # of the track more.
+        self.weight_sum = None if self.whole else np.zeros(0, dtype=one.model.dtype)
 
     def add(self, call: Call, chunk) -> None:
         """Add ``chunk (..., call.length)``; calls must come in their pass's order."""
         first, last = call.start - self.origin, call.start - self.origin + call.length
+        if self.whole:
+            self.out[..., first:last] += self.weight[:call.length] * chunk
+            self.next_call = call.index + 1
+            return
         if last > self.out.shape[-1]:
             grow = last - self.out.shape[-1]
             self.out = np.concatenate(
@@ -213,11 +222,28 @@ class Accumulator:
         ``stop`` is forgotten."""
         first, last = start - self.origin, stop - self.origin
         estimate = self.out[..., first:last]
+        if self.whole:
+            # in place, one block at a time: the stems are the only track-long buffer
+            for block in range(first, last, WEIGHT_BLOCK):
+                end = min(block + WEIGHT_BLOCK, last)
+                estimate[..., block - first:end - first] /= self._weight_sum(block, end)
+            return estimate
         estimate /= self.weight_sum[first:last]
         self.out = self.out[..., last:].copy() if last < self.out.shape[-1] else self.out[..., :0]
         self.weight_sum = self.weight_sum[last:].copy()
         self.origin = stop
         return estimate
+
+    def _weight_sum(self, first: int, last: int):
+        """The sum of the weights every call adds to window positions ``[first, last)``, added
+        call by call in the pass's order from zero, as ``add`` adds them when streaming."""
+        total = np.zeros(last - first, dtype=self.weight.dtype)
+        for call in self.calls:
+            begin = call.start - self.origin
+            a, b = max(begin, first), min(begin + call.length, last)
+            if b > a:
+                total[a - first:b - first] += self.weight[a - begin:b - begin]
+        return total
 
 
 def combine(model, shifts: int, member_estimates: Iterable) -> np.ndarray:
@@ -225,17 +251,29 @@ def combine(model, shifts: int, member_estimates: Iterable) -> np.ndarray:
     the shifts averaged, then the bag members weighted per source, as demucs does."""
     estimates, totals = None, np.zeros(len(model.sources))
     for member, shift_estimates in member_estimates:
-        out = 0.0 if shifts else None
+        # In place, into the first estimate (each estimate is its pass's own buffer, which
+        # the accumulator no longer uses): the same float32 operations, in the same order,
+        # as demucs' ``out = 0; out += estimate; out /= shifts``, without a track-long copy
+        # per step.
+        out = None
         for estimate in shift_estimates:
-            out = estimate if out is None else out + estimate
+            if out is None:
+                out = estimate
+                if shifts:
+                    out += model.dtype.type(0.0)  # 0.0 + x: turns -0.0 into +0.0 as demucs
+            else:
+                out += estimate
         if shifts:
-            out = out / model.dtype.type(shifts)
+            out /= model.dtype.type(shifts)
         if member is None:
             return out
         for k, weight in enumerate(model.weights[member]):
             out[:, k] *= model.dtype.type(weight)
             totals[k] += weight
-        estimates = out if estimates is None else estimates + out
+        if estimates is None:
+            estimates = out
+        else:
+            estimates += out
     for k in range(len(model.sources)):
         if totals[k] != 0:
             estimates[:, k] /= model.dtype.type(totals[k])

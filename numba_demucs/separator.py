@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from . import audio
-from .apply import apply_model
+from .apply import apply_standardised
 from .errors import AudioError, NumbaDemucsError
 from .loading import load_model
 from .outputs import StemOutput, check_filename_template  # noqa: F401  (re-exported)
@@ -130,12 +130,12 @@ class Separator:
                 (callback or self.callback)({"segment_offset": 0, "segments": 1,
                                             "segments_total": 1})
             return out
-        normalised = standard.apply(wav.copy())
-        out = apply_model(self.model, normalised[None], shifts=self.shifts,
-                          split=self.split, overlap=self.overlap, segment=self.segment,
-                          seed=self.seed, jobs=self.jobs,
-                          callback=callback or self.callback)[0]
-        del normalised
+        # each segment's input is standardised as it is read: no standardised copy of the
+        # track (same bits as apply_model on ``standard.apply(wav.copy())``)
+        out = apply_standardised(self.model, wav[None], standard, shifts=self.shifts,
+                                 split=self.split, overlap=self.overlap, segment=self.segment,
+                                 seed=self.seed, jobs=self.jobs,
+                                 callback=callback or self.callback)[0]
         return standard.undo(out)
 
     def separate_array(self, mix: np.ndarray, samplerate: int | None = None, *,
@@ -160,17 +160,28 @@ class Separator:
 
     def _separate(self, mix, rate, output_rate, callback):
         output_rate = output_rate or rate
+        stems = self._model_rate_stems(mix, rate, callback)
+        return [self._at_rate(stem, rate, output_rate, mix.shape[1]) for stem in stems]
+
+    def _model_rate_stems(self, mix, rate, callback):
+        """``(sources, channels, samples)`` at the model's rate, in the mix's channel count."""
         channels = mix.shape[0]
         model_input = audio.resample(audio.to_channels(mix, self.audio_channels), rate,
                                      self.samplerate, self.resampler)
         stems = self.separate_model_rate(model_input, callback)
+        del model_input
         if channels != self.audio_channels:
             stems = stems.mean(axis=1, keepdims=True) if channels == 1 else stems
-        stems = audio.resample(stems.reshape(-1, stems.shape[-1]), self.samplerate,
-                               output_rate, self.resampler).reshape(stems.shape[:2] + (-1,))
-        if output_rate == rate:
-            stems = audio.fit_length(stems, mix.shape[1])
         return stems
+
+    def _at_rate(self, stem, rate, output_rate, length):
+        """One ``(channels, samples)`` stem at ``output_rate``, the mix's ``length`` when that
+        is the mix's rate. Stem by stem: every channel is resampled on its own, so these are
+        the samples of resampling all stems at once, with one stem's copy at a time."""
+        stem = audio.resample(stem, self.samplerate, output_rate, self.resampler)
+        if output_rate == rate:
+            stem = audio.fit_length(stem, length)
+        return stem
 
     def separate_file(self, path, out="separated", output: StemOutput | None = None, *,
                       stream: bool = False, callback=None, **options) -> dict[str, Path]:
@@ -200,19 +211,69 @@ class Separator:
             return streaming.separate_file(self, path, out, output, callback=callback)
         mix, rate = audio.read(path)
         output_rate = output.samplerate or rate
-        by_name = self.separate_array(mix, rate, output_samplerate=output_rate,
-                                      callback=callback)
-        stems = output.select(by_name)
-        if output.minus_name is not None:
-            chosen = stems[output.two_stems]
-            origin = audio.to_channels(mix, chosen.shape[0])
-            if output_rate != rate:
-                origin = audio.fit_length(audio.resample(origin, rate, output_rate,
-                                                         self.resampler), chosen.shape[-1])
-            stems[output.minus_name] = origin - chosen
         targets = output.targets(out, self.name, path, self.sources)
-        return {stem: output.write(targets[stem], data, output_rate)
-                for stem, data in stems.items()}
+        frames = mix.shape[1]
+        stems = self._model_rate_stems(mix, rate, callback)
+        if output.minus_name is None:
+            mix = None  # only ``minus_STEM`` needs the input: freed before the stems are written
+        return self._write_stems(stems, mix, frames, rate, output_rate, output, targets)
+
+    def _write_stems(self, stems, mix, frames, rate, output_rate, output, targets):
+        """Write the model-rate ``stems`` as ``output`` says, one stem at a time and each
+        converted block by block (``audio.write_blocks``): besides the stems themselves,
+        memory holds at most one stem at the output rate when that rate differs, and the
+        ``no_STEM`` sum only when it must be resampled."""
+        by_index = {name: k for k, name in enumerate(self.sources)}
+
+        def at_rate(name):
+            return self._at_rate(stems[by_index[name]], rate, output_rate, frames)
+
+        resampled = output_rate != self.samplerate
+        written = {}
+        for name in output.names(self.sources):
+            if name == output.minus_name:
+                chosen = at_rate(output.two_stems)
+                origin = audio.to_channels(mix, chosen.shape[0])
+                if output_rate != rate:
+                    origin = audio.fit_length(audio.resample(origin, rate, output_rate,
+                                                             self.resampler), chosen.shape[-1])
+
+                def blocks(start, stop, origin=origin, chosen=chosen):
+                    return origin[:, start:stop] - chosen[:, start:stop]
+                size, channels = chosen.shape[-1], chosen.shape[0]
+            elif name == f"no_{output.two_stems}" and output.other_method == "add":
+                others = [source for source in self.sources if source != output.two_stems]
+                if resampled:
+                    # the sum as select makes it, one resampled stem at a time
+                    total = None
+                    for source in others:
+                        part = at_rate(source)
+                        if total is None:
+                            total = 0 + part
+                        else:
+                            total += part
+                        del part
+
+                    def blocks(start, stop, total=total):
+                        return total[:, start:stop]
+                    size, channels = total.shape[-1], total.shape[0]
+                else:
+                    views = [at_rate(source) for source in others]
+
+                    def blocks(start, stop, views=views):
+                        return sum(view[:, start:stop] for view in views)
+                    size, channels = views[0].shape[-1], views[0].shape[0]
+            else:
+                data = at_rate(name)
+
+                def blocks(start, stop, data=data):
+                    return data[:, start:stop]
+                size, channels = data.shape[-1], data.shape[0]
+            written[name] = audio.write_blocks(
+                targets[name], blocks, size, channels, output_rate, clip_mode=output.clip_mode,
+                bits=output.bits, as_float=output.as_float, bitrate=output.bitrate)
+            blocks = data = None  # a resampled stem is freed before the next one is made
+        return written
 
 
 def separate_file(path, model="htdemucs", out="separated", *, repo=None, **options):
