@@ -300,13 +300,9 @@ def _write_error(path: Path, error: BaseException) -> AudioError:
     return AudioError(f"{path}: could not write the file ({error})")
 
 
-def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: bool = False,
-          bitrate: int = 320) -> Path:
-    """Write ``(channels, samples)`` to ``path`` (format from its extension), atomically.
-
-    Clipping is the caller's business (see ``prevent_clip``), as in demucs' ``save_audio``.
-    """
-    path = Path(path)
+def _output_extension(path: Path, bits: int, as_float: bool) -> str:
+    """The output format of ``path`` (its extension), refused with the reason when the
+    options cannot be written to it."""
     extension = path.suffix.lower().lstrip(".")
     if extension not in OUTPUT_FORMATS:
         raise AudioError(f"{path}: cannot write .{extension} files; use wav, flac or mp3")
@@ -314,11 +310,27 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
         raise AudioError(f"{path}: bits must be 16 or 24, got {bits}")
     if as_float and extension != "wav":
         raise AudioError(f"{path}: float32 samples can only be written to wav")
+    return extension
+
+
+def _temporary_for(path: Path) -> Path:
+    """A temporary file name beside ``path``, or an error naming a folder we cannot write."""
     try:
-        temporary = temporary_beside(path)
+        return temporary_beside(path)
     except OSError as error:
         raise AudioError(f"{path.parent}: cannot create files in this folder "
                          f"({os.strerror(error.errno) if error.errno else error})") from None
+
+
+def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: bool = False,
+          bitrate: int = 320) -> Path:
+    """Write ``(channels, samples)`` to ``path`` (format from its extension), atomically.
+
+    Clipping is the caller's business (see ``prevent_clip``), as in demucs' ``save_audio``.
+    """
+    path = Path(path)
+    extension = _output_extension(path, bits, as_float)
+    temporary = _temporary_for(path)
     try:
         with atomic_path(path, temporary):
             subtype, options = format_options(extension, bits, as_float, bitrate)
@@ -344,13 +356,7 @@ def write_blocks(path, blocks, length: int, channels: int, samplerate: int, *,
     stem's peak in a first sweep over the blocks.
     """
     path = Path(path)
-    extension = path.suffix.lower().lstrip(".")
-    if extension not in OUTPUT_FORMATS:
-        raise AudioError(f"{path}: cannot write .{extension} files; use wav, flac or mp3")
-    if bits not in (16, 24):
-        raise AudioError(f"{path}: bits must be 16 or 24, got {bits}")
-    if as_float and extension != "wav":
-        raise AudioError(f"{path}: float32 samples can only be written to wav")
+    extension = _output_extension(path, bits, as_float)
     peak = None
     if clip_mode == "rescale":
         peak = 0.0
@@ -358,11 +364,7 @@ def write_blocks(path, blocks, length: int, channels: int, samplerate: int, *,
             block = blocks(start, min(start + WRITE_BLOCK, length))
             if block.size:
                 peak = max(peak, float(np.abs(block).max()))
-    try:
-        temporary = temporary_beside(path)
-    except OSError as error:
-        raise AudioError(f"{path.parent}: cannot create files in this folder "
-                         f"({os.strerror(error.errno) if error.errno else error})") from None
+    temporary = _temporary_for(path)
     try:
         with atomic_path(path, temporary):
             subtype, options = format_options(extension, bits, as_float, bitrate)
