@@ -5,6 +5,7 @@ import pytest
 import soundfile
 
 from numba_demucs import audio
+from numba_demucs.errors import AudioError
 
 
 @pytest.fixture
@@ -49,3 +50,30 @@ def test_float_wav_keeps_the_samples(tmp_path, small_blocks):
                               44100, clip_mode="clamp", as_float=True)
     got, _ = soundfile.read(path, dtype="float32")
     np.testing.assert_array_equal(got.T, np.clip(wav, -0.99, 0.99))
+
+
+@pytest.mark.parametrize("name, options, message", [
+    ("out.ogg", {}, "cannot write .ogg files; use wav, flac or mp3"),
+    ("out.wav", {"bits": 20}, "bits must be 16 or 24, got 20"),
+    ("out.flac", {"as_float": True}, "float32 samples can only be written to wav"),
+])
+def test_both_writers_refuse_what_cannot_be_written(tmp_path, name, options, message):
+    stem = np.zeros((2, 100), dtype=np.float32)
+    writers = [lambda path: audio.write(path, stem, 44100, **options),
+               lambda path: audio.write_blocks(path, lambda a, b: stem[:, a:b], 100, 2, 44100,
+                                               **options)]
+    for write in writers:
+        with pytest.raises(AudioError) as refused:
+            write(tmp_path / name)
+        assert str(refused.value) == f"{tmp_path / name}: {message}"
+    assert list(tmp_path.iterdir()) == []  # nothing written, no temporary left
+
+
+def test_both_writers_name_a_folder_they_cannot_create_files_in(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_bytes(b"")
+    stem = np.zeros((2, 100), dtype=np.float32)
+    for write in (lambda path: audio.write(path, stem, 44100),
+                  lambda path: audio.write_blocks(path, lambda a, b: stem[:, a:b], 100, 2, 44100)):
+        with pytest.raises(AudioError, match="cannot create files in this folder"):
+            write(blocker / "out.wav")
