@@ -108,9 +108,9 @@ _arena_shared = False
 #
 # With segments in threads on single-threaded BLAS, a separation whose number of segments
 # is not a multiple of the cores ends with a segment running alone while the other cores
-# idle (20 s: the 3rd of 3; 60 s: the 11th of 11). Such a segment hands independent pieces
-# of its work to a helper thread: the frequency and time branches of a layer, attention
-# heads, STFT rows. Every piece is exactly the same sequence of calls (same shapes, same
+# idle (60 s: the 11th of 11 segments; 20 s is 4 and 240 s is 42, which pair up). Such a
+# segment hands independent pieces of its work to a helper thread: the frequency and time
+# branches of a layer, attention heads, STFT rows. Every piece is exactly the same sequence of calls (same shapes, same
 # single-threaded BLAS, same kernels) whichever thread runs it, so the output does not
 # depend on whether a helper was used: it may be decided at run time, from how many
 # segments are running at that moment.

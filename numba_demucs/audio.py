@@ -344,37 +344,51 @@ def write(path, wav: np.ndarray, samplerate: int, *, bits: int = 16, as_float: b
 WRITE_BLOCK = 1 << 18  # samples per block when a stem is converted and written
 
 
+def encode_blocks(file, sweep, channels: int, samplerate: int, extension: str, *,
+                  clip_mode: str, bits: int, as_float: bool, bitrate: int) -> None:
+    """Write a stem given block by block into ``file``, clipping strategy and format applied.
+
+    ``sweep()`` returns a fresh iterable of the stem's ``(channels, n)`` blocks each time it
+    is called: ``--clip-mode rescale`` needs the whole stem's peak, taken in a first sweep,
+    before the first sample is written. Every later step is per sample, so the samples are
+    those of converting the whole stem at once.
+    """
+    peak = None
+    if clip_mode == "rescale":
+        peak = 0.0
+        for block in sweep():
+            if block.size:
+                peak = max(peak, float(np.abs(block).max()))
+    subtype, options = format_options(extension, bits, as_float, bitrate)
+    with soundfile.SoundFile(str(file), "w", samplerate, channels, subtype=subtype,
+                             format=extension.upper(), **options) as handle:
+        for block in sweep():
+            block = prevent_clip(block, clip_mode, peak)
+            handle.write(encode_block(block, extension, bits, as_float).T)
+
+
 def write_blocks(path, blocks, length: int, channels: int, samplerate: int, *,
                  clip_mode: str = "rescale", bits: int = 16, as_float: bool = False,
                  bitrate: int = 320) -> Path:
     """``write(path, prevent_clip(stem, clip_mode), ...)`` for a stem given as
     ``blocks(start, stop) -> (channels, stop - start)``, converted one block at a time.
 
-    The same samples and the same file bytes as the whole-array write (every step is
-    per sample; libsndfile's encoders buffer their own frames), without the whole-stem
-    float and integer copies the conversion would make: ``--clip-mode rescale`` takes the
-    stem's peak in a first sweep over the blocks.
+    The same samples and the same file bytes as the whole-array write (libsndfile's
+    encoders buffer their own frames), without the whole-stem float and integer copies the
+    conversion would make.
     """
     path = Path(path)
     extension = _output_extension(path, bits, as_float)
-    peak = None
-    if clip_mode == "rescale":
-        peak = 0.0
-        for start in range(0, length, WRITE_BLOCK):
-            block = blocks(start, min(start + WRITE_BLOCK, length))
-            if block.size:
-                peak = max(peak, float(np.abs(block).max()))
     temporary = _temporary_for(path)
+
+    def sweep():
+        return (blocks(start, min(start + WRITE_BLOCK, length))
+                for start in range(0, length, WRITE_BLOCK))
+
     try:
         with atomic_path(path, temporary):
-            subtype, options = format_options(extension, bits, as_float, bitrate)
-            with soundfile.SoundFile(str(temporary), "w", samplerate, channels,
-                                     subtype=subtype, format=extension.upper(),
-                                     **options) as handle:
-                for start in range(0, length, WRITE_BLOCK):
-                    block = blocks(start, min(start + WRITE_BLOCK, length))
-                    block = prevent_clip(block, clip_mode, peak)
-                    handle.write(encode_block(block, extension, bits, as_float).T)
+            encode_blocks(temporary, sweep, channels, samplerate, extension,
+                          clip_mode=clip_mode, bits=bits, as_float=as_float, bitrate=bitrate)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as error:
         raise _write_error(path, error) from None
     return path

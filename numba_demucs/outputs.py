@@ -100,7 +100,9 @@ class StemOutput:
             selected[f"no_{self.two_stems}"] = sum(others.values())
         return selected
 
-    def write(self, target: Path, wav, samplerate: int) -> Path:
-        """One whole stem, clipping strategy applied, written atomically."""
-        return audio.write(target, audio.prevent_clip(wav, self.clip_mode), samplerate,
-                           bits=self.bits, as_float=self.as_float, bitrate=self.bitrate)
+    def write(self, target: Path, blocks, length: int, channels: int, samplerate: int) -> Path:
+        """One stem given as ``blocks(start, stop)``, clipping strategy applied, written
+        atomically block by block (``audio.write_blocks``)."""
+        return audio.write_blocks(target, blocks, length, channels, samplerate,
+                                  clip_mode=self.clip_mode, bits=self.bits,
+                                  as_float=self.as_float, bitrate=self.bitrate)

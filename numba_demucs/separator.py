@@ -269,9 +269,7 @@ class Separator:
                 def blocks(start, stop, data=data):
                     return data[:, start:stop]
                 size, channels = data.shape[-1], data.shape[0]
-            written[name] = audio.write_blocks(
-                targets[name], blocks, size, channels, output_rate, clip_mode=output.clip_mode,
-                bits=output.bits, as_float=output.as_float, bitrate=output.bitrate)
+            written[name] = output.write(targets[name], blocks, size, channels, output_rate)
             blocks = data = None  # a resampled stem is freed before the next one is made
         return written
 

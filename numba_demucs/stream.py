@@ -224,21 +224,11 @@ def _write_stem(scratch, name, target, source, separator, output_rate, output):
         blocks = _minus(source, chosen, output_rate, scratch.channels)
     else:
         blocks = _stem_at_rate(scratch, name, source, model_rate, output_rate)
-    peak = 0.0
-    if output.clip_mode == "rescale":
-        for block in blocks():
-            peak = max(peak, float(np.abs(block).max()))
     temporary = temporary_beside(target)
     try:
-        subtype, options = audio.format_options(output.format, output.bits, output.as_float,
-                                                output.bitrate)
-        with soundfile.SoundFile(str(temporary), "w", output_rate, scratch.channels,
-                                 subtype=subtype, format=output.format.upper(),
-                                 **options) as handle:
-            for block in blocks():
-                block = audio.prevent_clip(block, output.clip_mode, peak)
-                handle.write(audio.encode_block(block, output.format, output.bits,
-                                                output.as_float).T)
+        audio.encode_blocks(temporary, blocks, scratch.channels, output_rate, output.format,
+                            clip_mode=output.clip_mode, bits=output.bits,
+                            as_float=output.as_float, bitrate=output.bitrate)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
         if isinstance(error, (OSError, RuntimeError, soundfile.LibsndfileError)):
