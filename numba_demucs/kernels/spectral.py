@@ -3,8 +3,10 @@
 That is: periodic Hann window of length ``n_fft``, ``center=True`` with reflect padding,
 one-sided spectrum, ``normalized=True`` (scaled by 1/sqrt(n_fft) forward, sqrt(n_fft)
 backward), and for the inverse a window-power envelope division and trimming to
-``length``. The transform itself is NumPy's pocketfft, run in float64; the Numba kernels
-do the framing and the overlap-add around it.
+``length``. The transform itself is NumPy's pocketfft, in the signal's precision as
+torch.stft runs it (float32 frames and spectrum for a float32 signal, where NumPy 2 keeps
+single precision; float64 otherwise); the Numba kernels do the framing and the overlap-add
+around it, the overlap-add summing in float64.
 """
 from __future__ import annotations
 
@@ -52,6 +54,25 @@ def frame_signal(x, n_fft, hop, window):
 
 
 @kernel
+def frame_signal_native(x, n_fft, hop, window):
+    """Windowed frames ``(rows, frames, n_fft)`` of an already padded ``x (rows, length)`` in
+    x's dtype: each sample times the window rounded once to it, as torch.stft windows."""
+    rows, length = x.shape
+    frames = 1 + (length - n_fft) // hop
+    out = np.empty((rows, frames, n_fft), dtype=x.dtype)
+    for r in range(rows):
+        for f in range(frames):
+            src, dst = x[r, f * hop:f * hop + n_fft], out[r, f]
+            for i in range(n_fft):
+                dst[i] = src[i] * window[i]
+    return out
+
+
+# NumPy 2's pocketfft transforms float32 in single precision; NumPy 1 returns complex128.
+SINGLE_PRECISION_FFT = np.fft.rfft(np.zeros(4, np.float32)).dtype == np.complex64
+
+
+@kernel
 def overlap_add(frames, hop, window):
     """Sum of windowed ``frames (rows, count, n_fft)`` and the summed squared window."""
     rows, count, n_fft = frames.shape
@@ -71,18 +92,20 @@ def overlap_add(frames, hop, window):
 def stft(x, n_fft, hop):
     """``x (rows, length)`` -> complex ``(rows, n_fft // 2 + 1, frames)`` in x's precision.
 
-    One row at a time, so the float64 frames and spectrum exist for one row only.
+    One row at a time, so the frames and spectrum exist for one row only.
     """
     complex_dtype = np.complex64 if x.dtype == np.float32 else np.complex128
     window = hann_window(n_fft, x.dtype)
     padded = reflect_pad(np.ascontiguousarray(x), n_fft // 2, n_fft // 2)
+    native = x.dtype == np.float64 or SINGLE_PRECISION_FFT
     frames_count = 1 + (padded.shape[1] - n_fft) // hop
     out = np.empty((x.shape[0], n_fft // 2 + 1, frames_count), dtype=complex_dtype)
 
     def row(r):
-        frames = frame_signal(padded[r:r + 1], n_fft, hop, window)[0]
-        spectrum = np.fft.rfft(frames, axis=-1)
-        spectrum *= 1.0 / math.sqrt(n_fft)
+        framing = frame_signal_native if native else frame_signal
+        frames = framing(padded[r:r + 1], n_fft, hop, window)[0]  # (frames, n_fft)
+        spectrum = np.fft.rfft(frames, axis=-1)  # (frames, freqs), complex in frames' precision
+        spectrum *= spectrum.real.dtype.type(1.0 / math.sqrt(n_fft))
         out[r] = spectrum.T
 
     share(row, x.shape[0])  # rows are independent: a spare core may take some
@@ -92,8 +115,8 @@ def stft(x, n_fft, hop):
 def istft(z, hop, length):
     """complex ``z (rows, freqs, frames)`` -> real ``(rows, length)``, n_fft = 2 * (freqs - 1).
 
-    One row at a time (the float64 spectrum and frames of every source and channel at once
-    were the largest temporaries of a whole forward pass).
+    One row at a time (the spectrum and frames of every source and channel at once were the
+    largest temporaries of a whole forward pass).
     """
     real_dtype = np.float32 if z.dtype == np.complex64 else np.float64
     rows, freqs, count = z.shape
@@ -103,9 +126,10 @@ def istft(z, hop, length):
     out = np.zeros((rows, length), dtype=real_dtype)
 
     def row(r):
-        spectrum = z[r].T.astype(np.complex128)
-        spectrum *= math.sqrt(n_fft)
-        frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)
+        native = z.dtype == np.complex128 or SINGLE_PRECISION_FFT
+        spectrum = z[r].T.astype(z.dtype if native else np.complex128)  # (frames, freqs)
+        spectrum *= spectrum.real.dtype.type(math.sqrt(n_fft))
+        frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)  # (frames, n_fft)
         summed, envelope = overlap_add(frames[None], hop, window)
         stop = min(start + length, summed.shape[1])
         if np.any(envelope[start:stop] < 1e-11):
