@@ -14,6 +14,11 @@ core, single-threaded BLAS in each). Prints, per length:
   segments) and its fraction of the sgemm peak measured by this run (a NumPy float32
   4096^3 matmul, all cores);
 - each process's peak RSS (``VmHWM``);
+- which kernels ran each side's matrix products: NumPy's BLAS for ours (threadpoolctl's
+  name for the OpenBLAS kernel), MKL and the CPU capability for PyTorch. Where the
+  environment sets ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (some machines pin an older
+  kernel that way), ours runs on the pinned kernel; the script says so, and unsetting both
+  for its command alone measures the kernel OpenBLAS itself picks;
 
 and once: the cold start (first separation of one segment with an empty numba cache, in a
 temporary ``NUMBA_CACHE_DIR``) against the same with a warm cache, the import time of
@@ -45,6 +50,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STAGES = ["stft", "encoders", "transformer", "decoders", "other"]
 # the segment each architecture runs at (htdemucs: its training segment; hdemucs_mmi: the
 # segment its bag yaml sets)
+# set on some machines to pin OpenBLAS's kernel; they decide which GEMM kernel ours runs
+BLAS_ENVIRONMENT = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 SEGMENT = {"htdemucs": 7.8, "htdemucs_6s": 7.8, "hdemucs_mmi": 44}
 
 
@@ -183,6 +190,7 @@ def worker(args):
     report["separate_s"] = time.perf_counter() - started
     report["peak_rss_mib"] = _peak_rss_mib()
     report["output_shape"] = list(out.shape)
+    report["blas"] = _blas_in_use(args.worker)
     if clock:
         report["stages"] = clock.totals
         report["parallel"] = 1
@@ -193,6 +201,21 @@ def worker(args):
     if args.flops:
         report["segment_flops"] = _segment_flops(args.checkpoint)
     print(json.dumps(report))
+
+
+def _blas_in_use(side):
+    """What runs this worker's matrix products: NumPy's BLAS (ours) or torch's (PyTorch)."""
+    if side == "torch":
+        import torch
+
+        return (f"torch {torch.__version__}: MKL "
+                f"{'yes' if torch.backends.mkl.is_available() else 'no'}, "
+                f"CPU capability {torch.backends.cpu.get_cpu_capability()}")
+    from threadpoolctl import threadpool_info
+
+    return "; ".join(f"{info['internal_api']} {info['version']} kernel "
+                     f"{info.get('architecture') or '?'}"
+                     for info in threadpool_info() if info["user_api"] == "blas")
 
 
 def _segment_flops(checkpoint):
@@ -308,10 +331,20 @@ def main():
             return run_child(["--worker", name, "--checkpoint", checkpoint,
                               "--input", inputs[seconds], *extra], env)
 
+        forced = {name: os.environ[name] for name in BLAS_ENVIRONMENT if name in os.environ}
+        results["blas_environment"] = forced
+        if forced:
+            print("NumPy's OpenBLAS is steered by the environment: "
+                  + ", ".join(f"{k}={v}" for k, v in forced.items())
+                  + " (ours runs on that kernel; unset both for the kernel OpenBLAS picks)",
+                  flush=True)
         results["gemm_peak"] = run_child(["--gemm-peak"])
         print(f"sgemm peak: {results['gemm_peak']['all_cores']:.0f} GFLOP/s on "
               f"{results['cores']} threads, {results['gemm_peak']['one_thread']:.0f} on one", flush=True)
-        side("ours", 7.8)  # warm numba's cache
+        warmup = side("ours", 7.8)  # warm numba's cache
+        results["blas"] = {"ours": warmup["blas"], "torch": side("torch", 7.8)["blas"]}
+        print(f"matrix products: ours {results['blas']['ours']}; PyTorch "
+              f"{results['blas']['torch']}", flush=True)
         if not args.no_cold:
             with tempfile.TemporaryDirectory() as cache:
                 cold = side("ours", 7.8, env={**os.environ, "NUMBA_CACHE_DIR": cache})
