@@ -15,41 +15,60 @@ import math
 
 import numpy as np
 
-from ._config import kernel
+from llvmlite import ir
+from numba.core import types
+from numba.extending import intrinsic
+
+from ._config import kernel, reduction_kernel
 
 _INV_SQRT2 = 0.7071067811865476
-# Chunk of elements whose exp is taken at once: the exponent bits need a scratch buffer.
+# Chunk of elements a fused float32 kernel works on at once (its scratch arrays' length).
 CHUNK = 1024
 
 
 # -- float32 exp ------------------------------------------------------------------------
+@intrinsic
+def _float32_with_bits(typingctx, bits):
+    """The float32 whose IEEE-754 bits are the int32 ``bits``: a register move, so a loop
+    building a power of two this way stays one vectorisable loop."""
+    if bits != types.int32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
 @kernel
-def exp_f32(x, bits):
-    """``exp`` in place on a 1-D float32 ``x``; ``bits`` is an int32 scratch at least as long.
+def exp1_f32(v):
+    """``exp`` of one float32 ``v``, for loops that inline it.
 
     Arguments are clamped to [-87, 88] (results below ~1.6e-38 come out as that instead of a
     subnormal: every caller adds them to 1 or to a sum of at least 1). Rounding to nearest
     by the 1.5 * 2**23 trick, not floor(), which would be a scalar libm call.
     """
-    n = x.size
-    scale = bits[:n].view(np.float32)
-    for i in range(n):
-        v = x[i]
-        v = v if v > np.float32(-87.0) else np.float32(-87.0)
-        v = v if v < np.float32(88.0) else np.float32(88.0)
-        k = (v * np.float32(1.4426950408889634) + np.float32(12582912.0)) - np.float32(12582912.0)
-        r = v - k * np.float32(0.693359375)
-        r = r - k * np.float32(-2.12194440e-4)
-        p = np.float32(1.9875691500e-4)
-        p = p * r + np.float32(1.3981999507e-3)
-        p = p * r + np.float32(8.3334519073e-3)
-        p = p * r + np.float32(4.1665795894e-2)
-        p = p * r + np.float32(1.6666665459e-1)
-        p = p * r + np.float32(5.0000001201e-1)
-        x[i] = p * r * r + r + np.float32(1.0)
-        bits[i] = (np.int32(k) + np.int32(127)) << 23
-    for i in range(n):
-        x[i] = x[i] * scale[i]
+    v = v if v > np.float32(-87.0) else np.float32(-87.0)
+    v = v if v < np.float32(88.0) else np.float32(88.0)
+    k = (v * np.float32(1.4426950408889634) + np.float32(12582912.0)) - np.float32(12582912.0)
+    r = v - k * np.float32(0.693359375)
+    r = r - k * np.float32(-2.12194440e-4)
+    p = np.float32(1.9875691500e-4)
+    p = p * r + np.float32(1.3981999507e-3)
+    p = p * r + np.float32(8.3334519073e-3)
+    p = p * r + np.float32(4.1665795894e-2)
+    p = p * r + np.float32(1.6666665459e-1)
+    p = p * r + np.float32(5.0000001201e-1)
+    mantissa = p * r * r + r + np.float32(1.0)
+    # k is within [-126, 127] after the clamp: the biased exponent fits, shifted, in an int32
+    return mantissa * _float32_with_bits(np.int32((np.int32(k) + np.int32(127)) << 23))
+
+
+@kernel
+def exp_f32(x):
+    """``exp`` in place on a 1-D float32 ``x`` (exp1_f32 of every element)."""
+    for i in range(x.size):
+        x[i] = exp1_f32(x[i])
 
 
 # -- GELU -------------------------------------------------------------------------------
@@ -61,9 +80,9 @@ def _gelu_exact(flat, out):
 
 
 @kernel
-def gelu_chunk_f32(src, dst, u, e, bits):
+def gelu_chunk_f32(src, dst, u, e):
     """GELU of a float32 ``src`` (at most ``CHUNK`` elements) into ``dst`` (may be ``src``);
-    ``u`` (float64), ``e`` (float32) and ``bits`` (int32) are scratch at least as long.
+    ``u`` (float64) and ``e`` (float32) are scratch at least as long.
 
     Every loop indexes its arrays from 0: an index such as ``flat[start + i]``, which the
     compiler cannot prove non-negative, gets numba's negative-index wraparound check, and
@@ -87,7 +106,7 @@ def gelu_chunk_f32(src, dst, u, e, bits):
         p = p * t - 1.26551223
         u_n[i] = t
         e_n[i] = -z * z + p
-    exp_f32(e_n, bits)
+    exp_f32(e_n)
     for i in range(n):
         v = float(src[i])
         half_erfc = 0.5 * u_n[i] * e_n[i]
@@ -99,17 +118,16 @@ def gelu_chunk_f32(src, dst, u, e, bits):
 def _gelu_f32(flat, out):
     u = np.empty(CHUNK, np.float64)
     e = np.empty(CHUNK, np.float32)
-    bits = np.empty(CHUNK, np.int32)
     for start in range(0, flat.size, CHUNK):
         stop = min(start + CHUNK, flat.size)
-        gelu_chunk_f32(flat[start:stop], out[start:stop], u, e, bits)
+        gelu_chunk_f32(flat[start:stop], out[start:stop], u, e)
 
 
 @kernel
 def bias_gelu_rows_f32(x, bias):
     """``x = gelu(x + bias)`` in place for float32 ``x (rows, features)``, ``bias (features,)``;
     ``x + bias`` rounded to float32 first, as a linear layer's output is."""
-    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    u, e = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32)
     biased = np.empty(CHUNK, np.float32)
     rows, features = x.shape
     for r in range(rows):
@@ -119,14 +137,14 @@ def bias_gelu_rows_f32(x, bias):
             src, add, chunk = row[start:stop], bias[start:stop], biased[:stop - start]
             for i in range(chunk.size):
                 chunk[i] = src[i] + add[i]
-            gelu_chunk_f32(chunk, src, u, e, bits)
+            gelu_chunk_f32(chunk, src, u, e)
 
 
 @kernel
 def bias_gelu_channels_f32(x, bias, out):
     """``out[c] = gelu(x[c] + bias[c])`` for float32 ``x (channels, rows, n)`` (a view with rows
     of n contiguous, e.g. a cropped convolution output) into ``out`` of the same shape."""
-    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    u, e = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32)
     biased = np.empty(CHUNK, np.float32)
     channels, rows, n = x.shape
     for c in range(channels):
@@ -138,7 +156,7 @@ def bias_gelu_channels_f32(x, bias, out):
                 src, chunk = row[start:stop], biased[:stop - start]
                 for i in range(chunk.size):
                     chunk[i] = src[i] + value
-                gelu_chunk_f32(chunk, dst[start:stop], u, e, bits)
+                gelu_chunk_f32(chunk, dst[start:stop], u, e)
 
 
 def gelu(x, out=None):
@@ -171,29 +189,26 @@ def _sigmoid_exact(x):
 
 
 @kernel
-def logistic_f32(v, out, e, bits):
-    """``out[i] = logistic(v[i])`` for float32 ``v`` into float32 ``out`` (``e``: float32 and
-    ``bits``: int32 scratch), from exp(-|v|), which never overflows; float32 arithmetic, as
-    PyTorch's float32 sigmoid and GLU."""
-    n = v.size
-    e_n, out_n = e[:n], out[:n]
-    for i in range(n):
-        e_n[i] = -abs(v[i])
-    exp_f32(e_n, bits)
-    for i in range(n):
-        num = np.float32(1.0) if v[i] >= 0 else e_n[i]
-        out_n[i] = num / (np.float32(1.0) + e_n[i])
+def logistic1_f32(v):
+    """``logistic(v)`` of one float32, from exp(-|v|), which never overflows; float32
+    arithmetic, as PyTorch's float32 sigmoid and GLU."""
+    e = exp1_f32(-abs(v))
+    num = np.float32(1.0) if v >= 0 else e
+    return num / (np.float32(1.0) + e)
+
+
+@kernel
+def logistic_f32(v, out):
+    """``out[i] = logistic(v[i])`` for 1-D float32 ``v`` into ``out`` (may be ``v``)."""
+    for i in range(v.size):
+        out[i] = logistic1_f32(v[i])
 
 
 @kernel
 def _sigmoid_f32(x):
     flat = x.ravel()
     out = np.empty_like(flat)
-    e = np.empty(CHUNK, np.float32)
-    bits = np.empty(CHUNK, np.int32)
-    for start in range(0, flat.size, CHUNK):
-        stop = min(start + CHUNK, flat.size)
-        logistic_f32(flat[start:stop], out[start:stop], e, bits)
+    logistic_f32(flat, out)
     return out.reshape(x.shape)
 
 
@@ -219,16 +234,11 @@ def _glu_f32(x):
     batch, channels, n = x.shape
     half = channels // 2
     out = np.empty((batch, half, n), dtype=x.dtype)
-    e = np.empty(CHUNK, np.float32)
-    bits = np.empty(CHUNK, np.int32)
     for b in range(batch):
         for c in range(half):
-            for start in range(0, n, CHUNK):
-                stop = min(start + CHUNK, n)
-                value, dst = x[b, c, start:stop], out[b, c, start:stop]
-                logistic_f32(x[b, half + c, start:stop], dst, e, bits)
-                for i in range(dst.size):
-                    dst[i] = value[i] * dst[i]
+            values, gates, dst = x[b, c], x[b, half + c], out[b, c]
+            for i in range(n):
+                dst[i] = values[i] * logistic1_f32(gates[i])
     return out
 
 
@@ -260,14 +270,12 @@ def _exp_rows_exact(x, inv_sums):
 @kernel
 def _exp_rows_f32(x, inv_sums):
     rows, n = x.shape
-    bits = np.empty(n, np.int32)
     peaks = np.empty(_LANES, np.float32)
-    sums = np.empty(_LANES, np.float64)
     full = n - n % _LANES
     for r in range(rows):
         row = x[r]
-        # the max and the sum in _LANES independent lanes: a single running max or sum is a
-        # serial chain that the compiler may not reorder (no fastmath)
+        # the max in _LANES independent lanes: a single running max is a serial chain that
+        # the compiler may not vectorise (no fastmath); the max is exact in any order
         blocks = row[:full].reshape(full // _LANES, _LANES)
         peaks[:] = row[0]
         for k in range(full // _LANES):
@@ -279,20 +287,19 @@ def _exp_rows_f32(x, inv_sums):
             peak = peaks[j] if peaks[j] > peak else peak
         for i in range(full, n):
             peak = row[i] if row[i] > peak else peak
-        for i in range(n):
-            row[i] = row[i] - peak
-        exp_f32(row, bits)
-        sums[:] = 0.0
-        for k in range(full // _LANES):
-            block = blocks[k]
-            for j in range(_LANES):
-                sums[j] += block[j]
-        total = 0.0
-        for j in range(_LANES):
-            total += sums[j]
-        for i in range(full, n):
-            total += row[i]
-        inv_sums[r] = 1.0 / total
+        inv_sums[r] = 1.0 / _exp_shifted_and_sum(row, peak)
+
+
+@reduction_kernel
+def _exp_shifted_and_sum(row, peak):
+    """``row[i] = exp(row[i] - peak)`` in place (float32, exp1_f32's rounding); returns the
+    float64 sum of the results, in the order the compiler chooses (``reassoc``)."""
+    total = 0.0
+    for i in range(row.size):
+        e = exp1_f32(row[i] - peak)
+        row[i] = e
+        total += e
+    return total
 
 
 def exp_rows(x):

@@ -1,10 +1,9 @@
 """GroupNorm and LayerNorm, with moments accumulated in float64 whatever the input dtype.
 
 Both moments come from one pass, as sums of the values' differences from a pivot (a value of
-the group itself), in four interleaved float64 accumulators each rather than one: a single
-running sum is a serial chain of dependent additions that the compiler may not reorder (no
-fastmath), four independent ones keep the adder busy. In float64 the order does not matter
-at the precision of a float32 or float64 result.
+the group itself), in float64 summed in whatever order the compiler vectorises them in
+(``reduction_kernel``: LLVM's ``reassoc`` alone, for these sums only). In float64 the order
+does not matter at the precision of a float32 or float64 result.
 """
 from __future__ import annotations
 
@@ -12,8 +11,8 @@ import math
 
 import numpy as np
 
-from ._config import kernel
-from .activations import CHUNK, gelu_chunk_f32, logistic_f32
+from ._config import kernel, reduction_kernel
+from .activations import CHUNK, gelu_chunk_f32, logistic1_f32
 
 
 @kernel
@@ -50,29 +49,16 @@ def group_norm_channels_first(x, groups, weight, bias, eps, out):
                 dst[i] = row[i] * scale + shift
 
 
-@kernel
+@reduction_kernel
 def _shifted_sums(row, pivot):
-    """``(sum(row - pivot), sum((row - pivot) ** 2))`` in float64, four accumulators each."""
-    s0 = s1 = s2 = s3 = 0.0
-    q0 = q1 = q2 = q3 = 0.0
-    n = row.size
-    full = n - n % 4
-    for i in range(0, full, 4):
-        d0, d1 = row[i] - pivot, row[i + 1] - pivot
-        d2, d3 = row[i + 2] - pivot, row[i + 3] - pivot
-        s0 += d0
-        s1 += d1
-        s2 += d2
-        s3 += d3
-        q0 += d0 * d0
-        q1 += d1 * d1
-        q2 += d2 * d2
-        q3 += d3 * d3
-    for i in range(full, n):
+    """``(sum(row - pivot), sum((row - pivot) ** 2))`` in float64, in the order the compiler
+    chooses (``reassoc``: vector lanes); each difference and square in row's dtype."""
+    total = sq = 0.0
+    for i in range(row.size):
         d = row[i] - pivot
-        s0 += d
-        q0 += d * d
-    return (s0 + s1) + (s2 + s3), (q0 + q1) + (q2 + q3)
+        total += d
+        sq += d * d
+    return total, sq
 
 
 @kernel
@@ -113,7 +99,7 @@ def group_norm_gelu_f32(x, groups, weight, bias, eps, out):
     channels, items, n = x.shape
     scales, shifts = np.empty(channels, np.float32), np.empty(channels, np.float32)
     normed = np.empty(CHUNK, np.float32)
-    u, e, bits = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
+    u, e = np.empty(CHUNK, np.float64), np.empty(CHUNK, np.float32)
     for b in range(items):
         _affine(x, b, groups, weight, bias, eps, scales, shifts)
         for c in range(channels):
@@ -124,17 +110,19 @@ def group_norm_gelu_f32(x, groups, weight, bias, eps, out):
                 src, chunk = row[start:stop], normed[:stop - start]
                 for i in range(chunk.size):
                     chunk[i] = src[i] * scale + shift
-                gelu_chunk_f32(chunk, dst[start:stop], u, e, bits)
+                gelu_chunk_f32(chunk, dst[start:stop], u, e)
 
 
 @kernel
-def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual):
+def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual, first):
     """The end of a DConv branch in one pass after the statistics, for float32 arrays:
-    ``residual += layer_scale * glu(group_norm(x + bias))`` with one group per item.
+    ``residual[:, first:first + items] += layer_scale * glu(group_norm(x + bias))`` with one
+    group per item.
 
     ``x (2 * channels, items, n)`` is a 1x1 convolution's output without its bias (the bias
-    is added in place first), ``residual (channels, items, n)``; each item (a frequency
-    row) is normalised on its own, as in PyTorch's ``(items, channels, n)`` layout. Every
+    is added in place first), ``residual (channels, all items, n)`` C-contiguous (whole, so
+    that each of its rows is known contiguous and the gating loop vectorises; a sliced view
+    made it scalar, 6x slower); each item (a frequency row) is normalised on its own, as in PyTorch's ``(items, channels, n)`` layout. Every
     step is rounded to float32 where the separate layers round it, so the result has the
     bits those layers give.
     """
@@ -147,24 +135,17 @@ def gated_residual_f32(x, bias, weight, norm_bias, eps, layer_scale, residual):
             for i in range(n):
                 row[i] += value
     scales, shifts = np.empty(channels2, np.float32), np.empty(channels2, np.float32)
-    sig, e, bits = np.empty(CHUNK, np.float32), np.empty(CHUNK, np.float32), np.empty(CHUNK, np.int32)
     for b in range(items):
         _affine(x, b, 1, weight, norm_bias, eps, scales, shifts)
         for c in range(half):
             scale_a, shift_a = scales[c], shifts[c]
             scale_g, shift_g = scales[half + c], shifts[half + c]
             gain = layer_scale[c]
-            values, gates, dst_row = x[c, b], x[half + c, b], residual[c, b]
-            for start in range(0, n, CHUNK):
-                stop = min(start + CHUNK, n)
-                a, g, dst = values[start:stop], gates[start:stop], dst_row[start:stop]
-                chunk = sig[:stop - start]
-                for i in range(chunk.size):
-                    chunk[i] = g[i] * scale_g + shift_g
-                logistic_f32(chunk, chunk, e, bits)
-                for i in range(chunk.size):
-                    gated = (a[i] * scale_a + shift_a) * chunk[i]
-                    dst[i] = gated * gain + dst[i]
+            values, gates, dst = x[c, b], x[half + c, b], residual[c, first + b]
+            for i in range(n):
+                gate = logistic1_f32(gates[i] * scale_g + shift_g)
+                gated = (values[i] * scale_a + shift_a) * gate
+                dst[i] = gated * gain + dst[i]
 
 
 @kernel

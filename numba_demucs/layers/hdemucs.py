@@ -131,7 +131,7 @@ class DConvBranch(Layer):
             gates = w_out @ h[:, r0:r1].reshape(hidden, -1)
             norm.gated_residual_f32(gates.reshape(2 * channels, r1 - r0, frames),
                                     self.conv_out.bias, self.norm_out.weight, self.norm_out.bias,
-                                    self.norm_out.eps, self.layer_scale.scale, x[:, r0:r1])
+                                    self.norm_out.eps, self.layer_scale.scale, x, r0)
 
         share(gate_block, -(-rows // step))
         return x

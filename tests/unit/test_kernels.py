@@ -219,7 +219,7 @@ def test_exp_f32_within_two_ulps():
     # the float32 activations' exp, over the whole range they call it on
     x = np.linspace(-87, 88, 200_001, dtype=np.float32)
     out = x.copy()
-    activations.exp_f32(out, np.empty(x.size, np.int32))
+    activations.exp_f32(out)
     exact = np.exp(x.astype(np.float64))
     ulp = np.spacing(exact.astype(np.float32)).astype(np.float64)
     assert float(np.max(np.abs(out - exact) / ulp)) <= 2.0
@@ -303,8 +303,14 @@ def test_gated_residual_is_the_separate_layers(rng):
     gated *= layer_scale[:, None, None]
     separate = gated + residual
     fused_x, fused = x.copy(), residual.copy()
-    norm.gated_residual_f32(fused_x, bias, weight, norm_bias, 1e-5, layer_scale, fused)
+    norm.gated_residual_f32(fused_x, bias, weight, norm_bias, 1e-5, layer_scale, fused, 0)
     np.testing.assert_array_equal(fused, separate)
+    # items 1 and 2 of a wider residual: only those rows change, by the same bits
+    wider = np.concatenate([residual[:, :1], residual, residual[:, :1]], axis=1)
+    before = wider.copy()
+    norm.gated_residual_f32(x[:, 1:].copy(), bias, weight, norm_bias, 1e-5, layer_scale, wider, 2)
+    np.testing.assert_array_equal(wider[:, 2:4], separate[:, 1:])
+    np.testing.assert_array_equal(np.delete(wider, [2, 3], axis=1), np.delete(before, [2, 3], axis=1))
     per_item = naive.group_norm(biased.transpose(1, 0, 2), 1, weight, norm_bias, 1e-5)
     expected = residual + layer_scale[:, None, None] * naive.glu(per_item).transpose(1, 0, 2)
     close(fused, expected, np.float32)
