@@ -159,12 +159,14 @@ def conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
         xg = np.ascontiguousarray(x[:, g * group_in:(g + 1) * group_in])
         wg = weight[g * group_out:(g + 1) * group_out].reshape(group_out, -1)
         channels = slice(g * group_out, (g + 1) * group_out)
+        # one item: each product written straight into its rows of ``out`` (rows of unit
+        # stride, which BLAS takes as they are), not formed apart and copied in
         if batch == 1 and kernel_size == 1 and stride == 1 and padding == 0:
-            out[0, channels] = wg @ xg[0]  # a 1x1 convolution's columns are the input itself
+            np.matmul(wg, xg[0], out=out[0, channels])  # a 1x1 conv's columns are the input
         elif batch == 1:
             for t0, t1 in _blocks(out_length, wg.shape[1]):
                 cols = im2col_1d(xg, kernel_size, stride, padding, dilation, t0, t1)
-                out[0, channels, t0:t1] = wg @ cols
+                np.matmul(wg, cols, out=out[0, channels, t0:t1])
         else:
             for b0, b1 in _blocks(batch, wg.shape[1] * out_length):
                 cols = im2col_1d(xg[b0:b1], kernel_size, stride, padding, dilation, 0, out_length)
