@@ -242,6 +242,21 @@ def _glu_f32(x):
     return out
 
 
+@kernel
+def bias_glu_into_f32(x, bias, out, first):
+    """``out[:, first:first + n] = glu(x + bias)`` over the channel halves of float32
+    ``x (2 * channels, n)``, ``out (channels, m)`` C-contiguous (whole, so that each of its
+    rows is known contiguous and the loop vectorises); ``x + bias`` rounded to float32 first,
+    as a convolution's output is, so the bits of the bias then ``glu``."""
+    channels2, n = x.shape
+    half = channels2 // 2
+    for c in range(half):
+        value_bias, gate_bias = bias[c], bias[half + c]
+        values, gates, dst = x[c], x[half + c], out[c, first:first + n]
+        for i in range(n):
+            dst[i] = (values[i] + value_bias) * logistic1_f32(gates[i] + gate_bias)
+
+
 def glu(x):
     """torch.nn.functional.glu along axis 1 of ``x (batch, 2 * channels, n)``."""
     return _glu_f32(x) if x.dtype == np.float32 else _glu_exact(x)

@@ -314,9 +314,11 @@ def conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0)):
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
     out = np.empty((out_channels, out_h, out_w), dtype=np.result_type(x, weight))
+    flat_out = out.reshape(out_channels, -1)  # a view: out is C-contiguous
 
     def block(i0, i1, cols):
-        out[:, i0:i1] = (w2d @ cols).reshape(out_channels, i1 - i0, out_w)
+        # straight into the block's output rows (unit-stride rows BLAS takes as they are)
+        np.matmul(w2d, cols, out=flat_out[:, i0 * out_w:i1 * out_w])
 
     _each_column_block(block, x, kernel_h, kernel_w, stride, padding, out_h, out_w)
     return _with_bias(out.reshape(out_channels, -1), bias).reshape(out.shape)
@@ -357,12 +359,11 @@ def conv2d_glu(x, weight, bias, padding=(0, 0)):
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
     out = np.empty((half, out_h, out_w), dtype=x.dtype)
+    flat_out = out.reshape(half, -1)  # a view: out is C-contiguous
 
     def gated_block(i0, i1, cols):
-        block = w2d @ cols
-        add_channel_bias(block, bias)
-        gated = activations.glu(block.reshape(1, out_channels, -1))
-        out[:, i0:i1] = gated.reshape(half, i1 - i0, out_w)
+        block = w2d @ cols  # (out_channels, (i1 - i0) * out_w)
+        activations.bias_glu_into_f32(block, bias, flat_out, i0 * out_w)
 
     _each_column_block(gated_block, x, kernel_h, kernel_w, (1, 1), padding, out_h, out_w)
     return out
