@@ -172,15 +172,36 @@ class DConv(Layer):
         return _emit_rows(self, x)
 
 
-def _rewrite_glu(rewrite: Conv, norm_layer, y):
+def _rewrite_glu(rewrite: Conv, norm_layer, y, out=None):
     """``glu(norm(rewrite(y)))``; for a frequency layer without a norm, untraced, in float32,
-    the conv's output rows are gated block by block (conv.conv2d_glu, same bits)."""
+    the conv's output rows are gated block by block (conv.conv2d_glu, same bits), into
+    ``out`` if it is given and fits."""
     if rewrite.two_d and isinstance(norm_layer, Identity) and fused(y):
         if y.shape[0] != rewrite.weight.shape[1]:
             raise ValueError(f"{rewrite.name} takes {rewrite.weight.shape[1]} channels, got an "
                              f"input of shape {y.shape}")
-        return conv.conv2d_glu(y, rewrite.weight, rewrite.bias, rewrite.padding)
+        return conv.conv2d_glu(y, rewrite.weight, rewrite.bias, rewrite.padding, out=out)
     return glu_channels(norm_layer(rewrite(y)))
+
+
+def _compact(z):
+    """A C-contiguous array of crop view ``z``'s values, made inside ``z``'s own buffer.
+
+    ``z`` is a crop along axis 1 of a C-contiguous array nothing else uses (the transposed
+    convolution's output): each channel's kept rows are moved down to where a contiguous
+    array of ``z``'s shape would hold them, channel 0 first, so no channel is overwritten
+    before it is read. The last decoders' outputs (44 MB and 11 MB per segment) are then
+    not copied once more. Only values are moved: the same bits."""
+    base = z.base
+    if z.flags.c_contiguous or base is None or not base.flags.c_contiguous \
+            or not base.flags.writeable or base.dtype != z.dtype:
+        return np.ascontiguousarray(z)
+    out = base.reshape(-1)[:z.size].reshape(z.shape)
+    if z.strides[0] < out.strides[0]:
+        return np.ascontiguousarray(z)
+    for c in range(z.shape[0]):
+        out[c] = z[c]  # numpy buffers the source where the two ranges overlap
+    return out
 
 
 def _dconv_on_freq_rows(dconv: DConv, y):
@@ -270,16 +291,26 @@ class HDecLayer(Layer):
                            attn=dconv_attn) if dconv else None
 
     def __call__(self, x, skip, length):
-        """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution."""
+        """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution.
+
+        Untraced, ``x`` and ``skip`` are overwritten (the model's own arrays, not needed
+        again): the skip sum is made in ``skip`` and the rewrite's output written into
+        ``x``. ``skip`` may be handed over as a one-element list, which is emptied, so that
+        the sum is freed as soon as the rewrite has read it."""
+        if isinstance(skip, list):
+            skip = skip.pop()
         if self.freq and x.ndim == 2:
             x = x.reshape(self.chin, -1, x.shape[-1])
         if not self.empty:
+            spare = None
             if trace.enabled() or skip.shape != x.shape:
                 x = x + skip
             else:
                 skip += x  # the skip is this call's own (popped by the model): no new array
-                x = skip
-            y = _rewrite_glu(self.rewrite, self.norm1, x) if self.rewrite is not None else x
+                x, spare = skip, x  # x is dead now: the rewrite may write into it
+            del skip
+            y = _rewrite_glu(self.rewrite, self.norm1, x, spare) if self.rewrite is not None else x
+            del x, spare  # the skip sum, once read (freed here when it was handed over)
             if self.dconv is not None:
                 y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         else:
@@ -291,6 +322,8 @@ class HDecLayer(Layer):
         z = self._crop(self.norm2(self.conv_tr(y)), length)
         if not self.last:
             z = gelu(np.ascontiguousarray(z))
+        elif not trace.enabled():
+            z = _compact(z)  # the output's own buffer: no second copy of the largest tensor
         return self.emit(np.ascontiguousarray(z)), y
 
     def _crop(self, z, length):

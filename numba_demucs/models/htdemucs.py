@@ -15,7 +15,7 @@ from .. import trace
 from .._threads import pair
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
-from ..layers.base import Conv
+from ..layers.base import Conv, fused
 from .common import bind_model
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
 from ..layers.transformer import CrossTransformerEncoder
@@ -160,10 +160,26 @@ class HTDemucs:
         return z[:, :, 2:2 + frames]
 
     def _ispec(self, z, length):
-        hop = self.config.nfft // 4
         channels_shape = z.shape[:-2]
         z = z.reshape((-1,) + z.shape[-2:])
-        z = np.pad(z, ((0, 0), (0, 1), (2, 2)))
+        return self._ispec_padded(np.pad(z, ((0, 0), (0, 1), (2, 2))), channels_shape, length)
+
+    def _ispec_of_mask(self, m, length):
+        """``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``: the complex spectrum is
+        written straight into the zero-padded array the iSTFT reads, so the unpadded one
+        (44 MB per segment) is never made. The same values, so the same bits."""
+        sources, channels2, freqs, frames = m.shape
+        pairs = m.reshape(sources * (channels2 // 2), 2, freqs, frames)
+        # complex64 for float32 (torch.view_as_complex), as _mask
+        z = np.zeros((pairs.shape[0], freqs + 1, frames + 4),
+                     dtype=np.result_type(m.dtype, np.complex64))
+        z.real[:, :freqs, 2:2 + frames] = pairs[:, 0]
+        z.imag[:, :freqs, 2:2 + frames] = pairs[:, 1]
+        return self._ispec_padded(z, (sources, channels2 // 2), length)
+
+    def _ispec_padded(self, z, channels_shape, length):
+        """The iSTFT of ``z (rows, Fr + 1, T + 4)``, already padded as ``_ispec`` pads."""
+        hop = self.config.nfft // 4
         pad = hop // 2 * 3
         padded_length = hop * int(math.ceil(length / hop)) + 2 * pad
         x = spectral.istft(z, hop, padded_length)[:, pad:pad + length]
@@ -219,6 +235,7 @@ class HTDemucs:
         mean = dt(mag.mean(dtype=np.float64))
         std = dt(mag.std(dtype=np.float64, ddof=1))
         x = (mag - mean) / (dt(1e-5) + std)
+        del z, mag  # not used again: not held through the whole forward (16.5 MB)
         x = trace.point("input.freq", x)
 
         meant = dt(mix.mean(dtype=np.float64))
@@ -264,10 +281,12 @@ class HTDemucs:
 
         offset = self.config.depth - len(self.tdecoder)
         for idx, decode in enumerate(self.decoder):
-            skip, length = saved.pop(-1), lengths.pop(-1)
+            # the skips are handed over in lists, which the layers empty: each skip sum is
+            # freed once the layer's rewrite has read it, before its transposed convolution
+            skip, length = [saved.pop(-1)], lengths.pop(-1)
             tdec = self.tdecoder[idx - offset] if idx >= offset else None
             if tdec is not None and not tdec.empty:
-                skip_t, length_t = saved_t.pop(-1), lengths_t.pop(-1)
+                skip_t, length_t = [saved_t.pop(-1)], lengths_t.pop(-1)
                 # independent branches: the time layer on a spare core if there is one
                 (x, pre), (xt, _) = pair(lambda: decode(x, skip, length),
                                          lambda: tdec(xt, skip_t, length_t))
@@ -281,16 +300,29 @@ class HTDemucs:
 
         sources = len(self.sources)
         freqs, frames = x.shape[-2:]  # x (S * 2C, Fr, T)
-        # (x * std) + mean with one temporary, not two
-        x = x.reshape(sources, -1, freqs, frames) * std  # (S, 2C, Fr, T)
+        owned = fused(x)  # untraced, x and xt are the last decoders' own outputs
+        x = x.reshape(sources, -1, freqs, frames)  # (S, 2C, Fr, T)
+        if owned:
+            x *= std  # (x * std) + mean in place, the same float32 operations
+        else:
+            x = x * std  # with one temporary, not two
         x += mean
-        zout = self._mask(x)  # (S, C, Fr, T) complex
+        zout = self._ispec_of_mask(x, training_length)  # (S, C, Lt), via the complex mask
         del x
-        x = trace.point("output.freq_branch", self._ispec(zout, training_length).astype(self.dtype))  # (S, C, Lt)
+        x = trace.point("output.freq_branch", zout.astype(self.dtype, copy=False))  # (S, C, Lt)
         del zout
         xt = xt.reshape(sources, -1, training_length)  # (S * C, Lt) -> (S, C, Lt)
-        xt = trace.point("output.time_branch", xt * stdt + meant)
-        out = xt + x
+        if owned:
+            xt *= stdt
+            xt += meant
+        else:
+            xt = xt * stdt + meant
+        xt = trace.point("output.time_branch", xt)
+        if owned:
+            xt += x  # xt + x in place (xt is contiguous, the iSTFT's x a view)
+            out = xt
+        else:
+            out = xt + x
         if length_pre_pad:
             out = out[..., :length_pre_pad]  # (S, C, L)
         return trace.point("output.sources", np.ascontiguousarray(out))
