@@ -348,7 +348,9 @@ def conv2d_glu(x, weight, bias, padding=(0, 0), out=None):
     full output (twice the result) never exists. The same GEMM blocks, bias and GLU as
     ``conv2d`` followed by ``glu``, so the same bits. ``out``, if given, receives the result
     when it fits (contiguous float32 of the output's shape, apart from ``x``): a decoder
-    writes into its own dead input instead of a new 33 MB array."""
+    writes into its own dead input instead of a new 33 MB array. A pointwise convolution
+    may write into ``x`` itself: each block of output rows is written only after the GEMM
+    has read the same rows of ``x``, and no other block reads them."""
     channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h = height + 2 * padding[0] - kernel_h + 1
@@ -356,9 +358,11 @@ def conv2d_glu(x, weight, bias, padding=(0, 0), out=None):
     half = out_channels // 2
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
+    pointwise = kernel_h == kernel_w == 1 and tuple(padding) == (0, 0)
     if not (out is not None and out.shape == (half, out_h, out_w) and out.dtype == x.dtype
             and out.flags.c_contiguous and out.flags.writeable
-            and not np.may_share_memory(out, x)):
+            and (not np.may_share_memory(out, x)
+                 or (pointwise and out.shape == x.shape and out.ctypes.data == x.ctypes.data))):
         out = np.empty((half, out_h, out_w), dtype=x.dtype)
 
     def gated_block(i0, i1, cols):

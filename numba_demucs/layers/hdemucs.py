@@ -184,23 +184,37 @@ def _rewrite_glu(rewrite: Conv, norm_layer, y, out=None):
     return glu_channels(norm_layer(rewrite(y)))
 
 
-def _compact(z):
-    """A C-contiguous array of crop view ``z``'s values, made inside ``z``'s own buffer.
+def _compact_target(z):
+    """Where a C-contiguous array of crop view ``z``'s shape can lie inside ``z``'s own
+    buffer, at its start (or ``z`` itself when it is contiguous), or None.
 
-    ``z`` is a crop along axis 1 of a C-contiguous array nothing else uses (the transposed
-    convolution's output): each channel's kept rows are moved down to where a contiguous
-    array of ``z``'s shape would hold them, channel 0 first, so no channel is overwritten
-    before it is read. The last decoders' outputs (44 MB and 11 MB per segment) are then
-    not copied once more. Only values are moved: the same bits."""
+    ``z`` must be a crop of an array nothing else uses (a transposed convolution's output).
+    Every element's place in the target is at or before its place in ``z`` (``z``'s strides
+    are no smaller), so a pass that reads ``z`` in memory order and writes each element at
+    its target place never overwrites an element it has not read yet."""
+    if z.flags.c_contiguous:
+        return z
     base = z.base
-    if z.flags.c_contiguous or base is None or not base.flags.c_contiguous \
-            or not base.flags.writeable or base.dtype != z.dtype:
-        return np.ascontiguousarray(z)
+    if base is None or not base.flags.c_contiguous or not base.flags.writeable \
+            or base.dtype != z.dtype:
+        return None
     out = base.reshape(-1)[:z.size].reshape(z.shape)
-    if z.strides[0] < out.strides[0]:
+    if any(a < b for a, b in zip(z.strides, out.strides)):
+        return None
+    return out
+
+
+def _compact(z):
+    """A C-contiguous array of crop view ``z``'s values, made inside ``z``'s own buffer
+    (``_compact_target``), channel by channel in memory order, so the last decoders'
+    outputs (44 MB and 11 MB per segment) are not copied once more. Only values are moved:
+    the same bits."""
+    out = _compact_target(z)
+    if out is None:
         return np.ascontiguousarray(z)
-    for c in range(z.shape[0]):
-        out[c] = z[c]  # numpy buffers the source where the two ranges overlap
+    if out is not z:
+        for c in range(z.shape[0]):
+            out[c] = z[c]  # numpy buffers the source where the two ranges overlap
     return out
 
 
@@ -255,11 +269,15 @@ class HEncLayer(Layer):
                 raise ValueError(f"{self.name}: injected time branch has {inject.shape[-1]} "
                                  f"frames, frequency branch {y.shape[-1]}")
             y = y + (inject[:, None, :] if inject.ndim == 2 and y.ndim == 3 else inject)
-        y = gelu(self.norm1(y))
+        y = self.norm1(y)
+        # untraced, y is this layer's own array from here on: GELU in place, and a
+        # pointwise rewrite writes its gated rows over the rows it has read (conv2d_glu)
+        own = fused(y) and y.flags.c_contiguous
+        y = gelu(y, out=y if own else None)
         if self.dconv is not None:
             y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         if self.rewrite is not None:
-            y = _rewrite_glu(self.rewrite, self.norm2, y)
+            y = _rewrite_glu(self.rewrite, self.norm2, y, out=y if own else None)
         return self.emit(y)
 
 
@@ -341,7 +359,11 @@ class HDecLayer(Layer):
         layer = self.conv_tr
         transposed = conv.conv_transpose2d if self.freq else conv.conv_transpose1d
         z = self._crop(transposed(y, layer.weight, None, layer.stride), length)
-        out = np.empty(z.shape, dtype=z.dtype)
+        # into the transposed output's own buffer (the kernel reads each chunk before it
+        # writes it, in memory order): no second array of the layer's largest tensor
+        out = _compact_target(z)
+        if out is None:
+            out = np.empty(z.shape, dtype=z.dtype)
         rows = (lambda a: a if a.ndim == 3 else a[:, None, :])
         activations.bias_gelu_channels_f32(rows(z), layer.bias, rows(out))
         return self.emit(out)

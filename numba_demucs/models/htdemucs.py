@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .. import trace
-from .._threads import pair
+from .._threads import pair, share
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
 from ..layers.base import Conv, fused
@@ -165,17 +165,23 @@ class HTDemucs:
         return self._ispec_padded(np.pad(z, ((0, 0), (0, 1), (2, 2))), channels_shape, length)
 
     def _ispec_of_mask(self, m, length):
-        """``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``: the complex spectrum is
-        written straight into the zero-padded array the iSTFT reads, so the unpadded one
-        (44 MB per segment) is never made. The same values, so the same bits."""
+        """``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``, one source channel at a
+        time: its complex spectrum is written straight into the zero-padded array the iSTFT
+        reads, so neither the whole complex mask nor its padded copy (44 MB each per
+        segment) is made. The iSTFT works row by row anyway: the same values, the same bits."""
         sources, channels2, freqs, frames = m.shape
         pairs = m.reshape(sources * (channels2 // 2), 2, freqs, frames)
-        # complex64 for float32 (torch.view_as_complex), as _mask
-        z = np.zeros((pairs.shape[0], freqs + 1, frames + 4),
-                     dtype=np.result_type(m.dtype, np.complex64))
-        z.real[:, :freqs, 2:2 + frames] = pairs[:, 0]
-        z.imag[:, :freqs, 2:2 + frames] = pairs[:, 1]
-        return self._ispec_padded(z, (sources, channels2 // 2), length)
+        out = np.empty((pairs.shape[0], length), dtype=m.dtype)
+
+        def row(r):
+            # complex64 for float32 (torch.view_as_complex), as _mask
+            z = np.zeros((1, freqs + 1, frames + 4), dtype=np.result_type(m.dtype, np.complex64))
+            z.real[0, :freqs, 2:2 + frames] = pairs[r, 0]
+            z.imag[0, :freqs, 2:2 + frames] = pairs[r, 1]
+            out[r] = self._ispec_padded(z, (1,), length)[0]
+
+        share(row, pairs.shape[0])  # rows are independent: a spare core may take some
+        return out.reshape(sources, channels2 // 2, length)
 
     def _ispec_padded(self, z, channels_shape, length):
         """The iSTFT of ``z (rows, Fr + 1, T + 4)``, already padded as ``_ispec`` pads."""
@@ -263,7 +269,10 @@ class HTDemucs:
                 x = encode(x, inject)
             if idx == 0 and self.freq_emb is not None:
                 emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]  # (channels, freqs, 1)
-                x = x + dt(self.freq_emb_scale) * emb
+                if fused(x):
+                    x += dt(self.freq_emb_scale) * emb  # x is the encoder's own output
+                else:
+                    x = x + dt(self.freq_emb_scale) * emb
             saved.append(x)
 
         if self.crosstransformer is not None:
@@ -288,9 +297,16 @@ class HTDemucs:
             if tdec is not None and not tdec.empty:
                 skip_t, length_t = [saved_t.pop(-1)], lengths_t.pop(-1)
                 # independent branches: the time layer on a spare core if there is one
-                (x, pre), (xt, _) = pair(lambda: decode(x, skip, length),
-                                         lambda: tdec(xt, skip_t, length_t))
+                def freq_layer():
+                    # x rebound as the layer returns: its input, which holds its ``pre``
+                    # (the rewrite's output), is not kept while the time layer runs
+                    nonlocal x
+                    x = decode(x, skip, length)[0]
+                    return x
+
+                x, xt = pair(freq_layer, lambda: tdec(xt, skip_t, length_t)[0])
                 del skip_t
+                pre = None
             else:
                 x, pre = decode(x, skip, length)
                 if tdec is not None:
