@@ -346,11 +346,15 @@ def _each_column_block(work, x, kernel_h, kernel_w, stride, padding, out_h, out_
     share(one, len(blocks))
 
 
-def conv2d_glu(x, weight, bias, padding=(0, 0)):
+def conv2d_glu(x, weight, bias, padding=(0, 0), out=None):
     """``glu(conv2d(x) + bias)`` over the channel halves (F.glu(dim=0)), stride 1, for one
     float32 item ``x (in, h, w)``: a block of output rows at a time, so the convolution's
     full output (twice the result) never exists. The same GEMM blocks, bias and GLU as
-    ``conv2d`` followed by ``glu``, so the same bits."""
+    ``conv2d`` followed by ``glu``, so the same bits. ``out``, if given, receives the result
+    when it fits (contiguous float32 of the output's shape, apart from ``x``): a decoder
+    writes into its own dead input instead of a new 33 MB array. A pointwise convolution
+    may write into ``x`` itself: each block of output rows is written only after the GEMM
+    has read the same rows of ``x``, and no other block reads them."""
     channels, height, width = x.shape
     out_channels, _, kernel_h, kernel_w = weight.shape
     out_h = height + 2 * padding[0] - kernel_h + 1
@@ -358,7 +362,12 @@ def conv2d_glu(x, weight, bias, padding=(0, 0)):
     half = out_channels // 2
     x = np.ascontiguousarray(x)
     w2d = weight.reshape(out_channels, -1)
-    out = np.empty((half, out_h, out_w), dtype=x.dtype)
+    pointwise = kernel_h == kernel_w == 1 and tuple(padding) == (0, 0)
+    if not (out is not None and out.shape == (half, out_h, out_w) and out.dtype == x.dtype
+            and out.flags.c_contiguous and out.flags.writeable
+            and (not np.may_share_memory(out, x)
+                 or (pointwise and out.shape == x.shape and out.ctypes.data == x.ctypes.data))):
+        out = np.empty((half, out_h, out_w), dtype=x.dtype)
     flat_out = out.reshape(half, -1)  # a view: out is C-contiguous
 
     def gated_block(i0, i1, cols):

@@ -194,5 +194,5 @@ def glu_channels(x):
     return activations.glu(flat).reshape((x.shape[0] // 2,) + x.shape[1:])
 
 
-def gelu(x):
-    return activations.gelu(x)
+def gelu(x, out=None):
+    return activations.gelu(x, out=out)

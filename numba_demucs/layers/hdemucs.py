@@ -172,15 +172,50 @@ class DConv(Layer):
         return _emit_rows(self, x)
 
 
-def _rewrite_glu(rewrite: Conv, norm_layer, y):
+def _rewrite_glu(rewrite: Conv, norm_layer, y, out=None):
     """``glu(norm(rewrite(y)))``; for a frequency layer without a norm, untraced, in float32,
-    the conv's output rows are gated block by block (conv.conv2d_glu, same bits)."""
+    the conv's output rows are gated block by block (conv.conv2d_glu, same bits), into
+    ``out`` if it is given and fits."""
     if rewrite.two_d and isinstance(norm_layer, Identity) and fused(y):
         if y.shape[0] != rewrite.weight.shape[1]:
             raise ValueError(f"{rewrite.name} takes {rewrite.weight.shape[1]} channels, got an "
                              f"input of shape {y.shape}")
-        return conv.conv2d_glu(y, rewrite.weight, rewrite.bias, rewrite.padding)
+        return conv.conv2d_glu(y, rewrite.weight, rewrite.bias, rewrite.padding, out=out)
     return glu_channels(norm_layer(rewrite(y)))
+
+
+def _compact_target(z):
+    """Where a C-contiguous array of crop view ``z``'s shape can lie inside ``z``'s own
+    buffer, at its start (or ``z`` itself when it is contiguous), or None.
+
+    ``z`` must be a crop of an array nothing else uses (a transposed convolution's output).
+    Every element's place in the target is at or before its place in ``z`` (``z``'s strides
+    are no smaller), so a pass that reads ``z`` in memory order and writes each element at
+    its target place never overwrites an element it has not read yet."""
+    if z.flags.c_contiguous:
+        return z
+    base = z.base
+    if base is None or not base.flags.c_contiguous or not base.flags.writeable \
+            or base.dtype != z.dtype:
+        return None
+    out = base.reshape(-1)[:z.size].reshape(z.shape)
+    if any(a < b for a, b in zip(z.strides, out.strides)):
+        return None
+    return out
+
+
+def _compact(z):
+    """A C-contiguous array of crop view ``z``'s values, made inside ``z``'s own buffer
+    (``_compact_target``), channel by channel in memory order, so the last decoders'
+    outputs (44 MB and 11 MB per segment) are not copied once more. Only values are moved:
+    the same bits."""
+    out = _compact_target(z)
+    if out is None:
+        return np.ascontiguousarray(z)
+    if out is not z:
+        for c in range(z.shape[0]):
+            out[c] = z[c]  # numpy buffers the source where the two ranges overlap
+    return out
 
 
 def _dconv_on_freq_rows(dconv: DConv, y):
@@ -234,11 +269,15 @@ class HEncLayer(Layer):
                 raise ValueError(f"{self.name}: injected time branch has {inject.shape[-1]} "
                                  f"frames, frequency branch {y.shape[-1]}")
             y = y + (inject[:, None, :] if inject.ndim == 2 and y.ndim == 3 else inject)
-        y = gelu(self.norm1(y))
+        y = self.norm1(y)
+        # untraced, y is this layer's own array from here on: GELU in place, and a
+        # pointwise rewrite writes its gated rows over the rows it has read (conv2d_glu)
+        own = fused(y) and y.flags.c_contiguous
+        y = gelu(y, out=y if own else None)
         if self.dconv is not None:
             y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         if self.rewrite is not None:
-            y = _rewrite_glu(self.rewrite, self.norm2, y)
+            y = _rewrite_glu(self.rewrite, self.norm2, y, out=y if own else None)
         return self.emit(y)
 
 
@@ -270,16 +309,26 @@ class HDecLayer(Layer):
                            attn=dconv_attn) if dconv else None
 
     def __call__(self, x, skip, length):
-        """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution."""
+        """Returns ``(output, pre)``, ``pre`` being the input of the transposed convolution.
+
+        Untraced, ``x`` and ``skip`` are overwritten (the model's own arrays, not needed
+        again): the skip sum is made in ``skip`` and the rewrite's output written into
+        ``x``. ``skip`` may be handed over as a one-element list, which is emptied, so that
+        the sum is freed as soon as the rewrite has read it."""
+        if isinstance(skip, list):
+            skip = skip.pop()
         if self.freq and x.ndim == 2:
             x = x.reshape(self.chin, -1, x.shape[-1])
         if not self.empty:
+            spare = None
             if trace.enabled() or skip.shape != x.shape:
                 x = x + skip
             else:
                 skip += x  # the skip is this call's own (popped by the model): no new array
-                x = skip
-            y = _rewrite_glu(self.rewrite, self.norm1, x) if self.rewrite is not None else x
+                x, spare = skip, x  # x is dead now: the rewrite may write into it
+            del skip
+            y = _rewrite_glu(self.rewrite, self.norm1, x, spare) if self.rewrite is not None else x
+            del x, spare  # the skip sum, once read (freed here when it was handed over)
             if self.dconv is not None:
                 y = _dconv_on_freq_rows(self.dconv, y) if self.freq else _dconv_on_time(self.dconv, y)
         else:
@@ -291,6 +340,8 @@ class HDecLayer(Layer):
         z = self._crop(self.norm2(self.conv_tr(y)), length)
         if not self.last:
             z = gelu(np.ascontiguousarray(z))
+        elif not trace.enabled():
+            z = _compact(z)  # the output's own buffer: no second copy of the largest tensor
         return self.emit(np.ascontiguousarray(z)), y
 
     def _crop(self, z, length):
@@ -308,7 +359,11 @@ class HDecLayer(Layer):
         layer = self.conv_tr
         transposed = conv.conv_transpose2d if self.freq else conv.conv_transpose1d
         z = self._crop(transposed(y, layer.weight, None, layer.stride), length)
-        out = np.empty(z.shape, dtype=z.dtype)
+        # into the transposed output's own buffer (the kernel reads each chunk before it
+        # writes it, in memory order): no second array of the layer's largest tensor
+        out = _compact_target(z)
+        if out is None:
+            out = np.empty(z.shape, dtype=z.dtype)
         rows = (lambda a: a if a.ndim == 3 else a[:, None, :])
         activations.bias_gelu_channels_f32(rows(z), layer.bias, rows(out))
         return self.emit(out)

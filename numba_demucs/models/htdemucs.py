@@ -12,10 +12,10 @@ import math
 import numpy as np
 
 from .. import trace
-from .._threads import pair
+from .._threads import pair, share
 from ..errors import CheckpointError, NumbaDemucsError
 from ..kernels import spectral
-from ..layers.base import Conv
+from ..layers.base import Conv, fused
 from .common import bind_model
 from ..layers.hdemucs import HDecLayer, HEncLayer, ScaledEmbedding
 from ..layers.transformer import CrossTransformerEncoder
@@ -160,10 +160,32 @@ class HTDemucs:
         return z[:, :, 2:2 + frames]
 
     def _ispec(self, z, length):
-        hop = self.config.nfft // 4
         channels_shape = z.shape[:-2]
         z = z.reshape((-1,) + z.shape[-2:])
-        z = np.pad(z, ((0, 0), (0, 1), (2, 2)))
+        return self._ispec_padded(np.pad(z, ((0, 0), (0, 1), (2, 2))), channels_shape, length)
+
+    def _ispec_of_mask(self, m, length):
+        """``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``, one source channel at a
+        time: its complex spectrum is written straight into the zero-padded array the iSTFT
+        reads, so neither the whole complex mask nor its padded copy (44 MB each per
+        segment) is made. The iSTFT works row by row anyway: the same values, the same bits."""
+        sources, channels2, freqs, frames = m.shape
+        pairs = m.reshape(sources * (channels2 // 2), 2, freqs, frames)
+        out = np.empty((pairs.shape[0], length), dtype=m.dtype)
+
+        def row(r):
+            # complex64 for float32 (torch.view_as_complex), as _mask
+            z = np.zeros((1, freqs + 1, frames + 4), dtype=np.result_type(m.dtype, np.complex64))
+            z.real[0, :freqs, 2:2 + frames] = pairs[r, 0]
+            z.imag[0, :freqs, 2:2 + frames] = pairs[r, 1]
+            out[r] = self._ispec_padded(z, (1,), length)[0]
+
+        share(row, pairs.shape[0])  # rows are independent: a spare core may take some
+        return out.reshape(sources, channels2 // 2, length)
+
+    def _ispec_padded(self, z, channels_shape, length):
+        """The iSTFT of ``z (rows, Fr + 1, T + 4)``, already padded as ``_ispec`` pads."""
+        hop = self.config.nfft // 4
         pad = hop // 2 * 3
         padded_length = hop * int(math.ceil(length / hop)) + 2 * pad
         x = spectral.istft(z, hop, padded_length)[:, pad:pad + length]
@@ -219,6 +241,7 @@ class HTDemucs:
         mean = dt(mag.mean(dtype=np.float64))
         std = dt(mag.std(dtype=np.float64, ddof=1))
         x = (mag - mean) / (dt(1e-5) + std)
+        del z, mag  # not used again: not held through the whole forward (16.5 MB)
         x = trace.point("input.freq", x)
 
         meant = dt(mix.mean(dtype=np.float64))
@@ -246,7 +269,10 @@ class HTDemucs:
                 x = encode(x, inject)
             if idx == 0 and self.freq_emb is not None:
                 emb = self.freq_emb(np.arange(x.shape[-2])).T[:, :, None]  # (channels, freqs, 1)
-                x = x + dt(self.freq_emb_scale) * emb
+                if fused(x):
+                    x += dt(self.freq_emb_scale) * emb  # x is the encoder's own output
+                else:
+                    x = x + dt(self.freq_emb_scale) * emb
             saved.append(x)
 
         if self.crosstransformer is not None:
@@ -264,14 +290,23 @@ class HTDemucs:
 
         offset = self.config.depth - len(self.tdecoder)
         for idx, decode in enumerate(self.decoder):
-            skip, length = saved.pop(-1), lengths.pop(-1)
+            # the skips are handed over in lists, which the layers empty: each skip sum is
+            # freed once the layer's rewrite has read it, before its transposed convolution
+            skip, length = [saved.pop(-1)], lengths.pop(-1)
             tdec = self.tdecoder[idx - offset] if idx >= offset else None
             if tdec is not None and not tdec.empty:
-                skip_t, length_t = saved_t.pop(-1), lengths_t.pop(-1)
+                skip_t, length_t = [saved_t.pop(-1)], lengths_t.pop(-1)
                 # independent branches: the time layer on a spare core if there is one
-                (x, pre), (xt, _) = pair(lambda: decode(x, skip, length),
-                                         lambda: tdec(xt, skip_t, length_t))
+                def freq_layer():
+                    # x rebound as the layer returns: its input, which holds its ``pre``
+                    # (the rewrite's output), is not kept while the time layer runs
+                    nonlocal x
+                    x = decode(x, skip, length)[0]
+                    return x
+
+                x, xt = pair(freq_layer, lambda: tdec(xt, skip_t, length_t)[0])
                 del skip_t
+                pre = None
             else:
                 x, pre = decode(x, skip, length)
                 if tdec is not None:
@@ -281,16 +316,29 @@ class HTDemucs:
 
         sources = len(self.sources)
         freqs, frames = x.shape[-2:]  # x (S * 2C, Fr, T)
-        # (x * std) + mean with one temporary, not two
-        x = x.reshape(sources, -1, freqs, frames) * std  # (S, 2C, Fr, T)
+        owned = fused(x)  # untraced, x and xt are the last decoders' own outputs
+        x = x.reshape(sources, -1, freqs, frames)  # (S, 2C, Fr, T)
+        if owned:
+            x *= std  # (x * std) + mean in place, the same float32 operations
+        else:
+            x = x * std  # with one temporary, not two
         x += mean
-        zout = self._mask(x)  # (S, C, Fr, T) complex
+        zout = self._ispec_of_mask(x, training_length)  # (S, C, Lt), via the complex mask
         del x
-        x = trace.point("output.freq_branch", self._ispec(zout, training_length).astype(self.dtype))  # (S, C, Lt)
+        x = trace.point("output.freq_branch", zout.astype(self.dtype, copy=False))  # (S, C, Lt)
         del zout
         xt = xt.reshape(sources, -1, training_length)  # (S * C, Lt) -> (S, C, Lt)
-        xt = trace.point("output.time_branch", xt * stdt + meant)
-        out = xt + x
+        if owned:
+            xt *= stdt
+            xt += meant
+        else:
+            xt = xt * stdt + meant
+        xt = trace.point("output.time_branch", xt)
+        if owned:
+            xt += x  # xt + x in place (xt is contiguous, the iSTFT's x a view)
+            out = xt
+        else:
+            out = xt + x
         if length_pre_pad:
             out = out[..., :length_pre_pad]  # (S, C, L)
         return trace.point("output.sources", np.ascontiguousarray(out))

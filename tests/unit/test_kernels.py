@@ -339,3 +339,46 @@ def test_conv2d_glu_is_conv_then_glu(rng, monkeypatch, kernel, padding):
     expected = naive.glu(naive.conv2d(x.astype(np.float64), w.astype(np.float64), b, (1, 1),
                                       padding)[None].reshape(1, 8, -1))
     close(fused, expected.reshape(4, 16, 9), np.float32)
+
+
+@pytest.mark.parametrize("kernel,padding", [((3, 3), (1, 1)), ((1, 1), (0, 0))])
+def test_conv2d_glu_into_out(rng, monkeypatch, kernel, padding):
+    """``out=`` gives the same bits: a separate array for any kernel, the input itself for a
+    pointwise one (each row block written after the GEMM read it); a 3x3 one refuses to
+    overwrite its input (it reads neighbouring rows) and allocates instead."""
+    monkeypatch.setattr(conv, "COLUMN_BUDGET", 200)  # several row blocks
+    x, w, b = _f32(rng, (4, 16, 9)), _f32(rng, (8, 4) + kernel), _f32(rng, 8)
+    expected = conv.conv2d_glu(x, w, b, padding)
+    spare = np.full(x.shape, np.nan, np.float32)
+    into = conv.conv2d_glu(x, w, b, padding, out=spare)
+    assert into is spare
+    np.testing.assert_array_equal(into, expected)
+    own = x.copy()
+    result = conv.conv2d_glu(own, w, b, padding, out=own)
+    assert (result is own) == (kernel == (1, 1))
+    np.testing.assert_array_equal(result, expected)
+
+
+@pytest.mark.parametrize("shape,crop", [((3, 12, 5), (slice(None), slice(2, -2))),
+                                        ((4, 1, 30), (slice(None), 0, slice(3, 25)))])
+def test_compact_crop_in_place(rng, shape, crop):
+    """A decoder's crop made contiguous inside its own buffer: the same values; and the
+    transposed GELU written over its own cropped input gives the separate kernel's bits."""
+    from numba_demucs.layers.hdemucs import _compact, _compact_target
+
+    z = _f32(rng, shape, 2.0)
+    view = z[crop]
+    expected = np.ascontiguousarray(view)
+    compact = _compact(view)
+    assert compact.flags.c_contiguous and np.shares_memory(compact, z)
+    np.testing.assert_array_equal(compact, expected)
+    z = _f32(rng, shape, 2.0)
+    view = z[crop]
+    rows = view if view.ndim == 3 else view[:, None, :]
+    bias = _f32(rng, view.shape[0])
+    separate = np.empty(rows.shape, np.float32)
+    activations.bias_gelu_channels_f32(rows, bias, separate)
+    target = _compact_target(view)
+    assert np.shares_memory(target, z)
+    activations.bias_gelu_channels_f32(rows, bias, target if target.ndim == 3 else target[:, None, :])
+    np.testing.assert_array_equal(target.reshape(separate.shape), separate)
