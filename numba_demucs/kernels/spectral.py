@@ -40,31 +40,22 @@ def reflect_pad(x, left, right):
 
 
 @kernel
-def frame_signal(x, n_fft, hop, window):
-    """Windowed frames ``(rows, frames, n_fft)`` in float64 of an already padded ``x (rows, length)``."""
-    rows, length = x.shape
-    frames = 1 + (length - n_fft) // hop
-    out = np.empty((rows, frames, n_fft), dtype=np.float64)
-    for r in range(rows):
-        for f in range(frames):
-            start = f * hop
-            for i in range(n_fft):
-                out[r, f, i] = float(x[r, start + i]) * float(window[i])
-    return out
-
-
-@kernel
-def frame_signal_native(x, n_fft, hop, window):
-    """Windowed frames ``(rows, frames, n_fft)`` of an already padded ``x (rows, length)`` in
-    x's dtype: each sample times the window rounded once to it, as torch.stft windows."""
-    rows, length = x.shape
-    frames = 1 + (length - n_fft) // hop
-    out = np.empty((rows, frames, n_fft), dtype=x.dtype)
+def _frame_signal_into(x, n_fft, hop, window, out):
+    rows, frames, _ = out.shape
     for r in range(rows):
         for f in range(frames):
             src, dst = x[r, f * hop:f * hop + n_fft], out[r, f]
             for i in range(n_fft):
                 dst[i] = src[i] * window[i]
+
+
+def frame_signal(x, n_fft, hop, window, dtype=np.float64):
+    """Windowed frames ``(rows, frames, n_fft)`` of an already padded ``x (rows, length)``:
+    each sample times the window rounded once to x's dtype, as torch.stft windows, stored
+    in ``dtype`` (float64 for a transform in double precision)."""
+    rows, length = x.shape
+    out = np.empty((rows, 1 + (length - n_fft) // hop, n_fft), dtype=dtype)
+    _frame_signal_into(x, n_fft, hop, window, out)
     return out
 
 
@@ -102,8 +93,8 @@ def stft(x, n_fft, hop):
     out = np.empty((x.shape[0], n_fft // 2 + 1, frames_count), dtype=complex_dtype)
 
     def row(r):
-        framing = frame_signal_native if native else frame_signal
-        frames = framing(padded[r:r + 1], n_fft, hop, window)[0]  # (frames, n_fft)
+        frames = frame_signal(padded[r:r + 1], n_fft, hop, window,
+                              x.dtype if native else np.float64)[0]  # (frames, n_fft)
         spectrum = np.fft.rfft(frames, axis=-1)  # (frames, freqs), complex in frames' precision
         spectrum *= spectrum.real.dtype.type(1.0 / math.sqrt(n_fft))
         out[r] = spectrum.T

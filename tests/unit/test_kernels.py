@@ -198,8 +198,11 @@ def test_istft_matches_direct_inverse_and_inverts_stft(rng, dtype, n_fft, hop, l
 def test_frames_are_windowed_in_the_signals_precision(rng, dtype):
     x = rng.standard_normal((2, 300)).astype(dtype)
     window = spectral.hann_window(64, dtype)
-    frames = spectral.frame_signal_native(x, 64, 16, window)
+    frames = spectral.frame_signal(x, 64, 16, window, dtype)
     assert frames.shape == (2, 1 + (300 - 64) // 16, 64) and frames.dtype == dtype
+    wide = spectral.frame_signal(x, 64, 16, window)  # the same products, stored in float64
+    assert wide.dtype == np.float64
+    np.testing.assert_array_equal(wide, frames.astype(np.float64))
     for f in (0, 7, frames.shape[1] - 1):
         # one product rounded to the dtype: NumPy's own multiply gives the same bits
         np.testing.assert_array_equal(frames[:, f], x[:, f * 16:f * 16 + 64] * window)
