@@ -150,7 +150,7 @@ class HTDemucs:
                 f"{training_length}-sample training segment; use apply_model(split=True)")
         return training_length
 
-    # -- spectrogram helpers (HTDemucs._spec, _ispec, _magnitude, _mask) ----------------
+    # -- spectrogram helpers (demucs' HTDemucs._spec, _ispec, _magnitude, _mask) ---------
     def _spec(self, x):
         hop = self.config.nfft // 4
         frames = int(math.ceil(x.shape[-1] / hop))
@@ -159,37 +159,28 @@ class HTDemucs:
         z = spectral.stft(padded, self.config.nfft, hop)[:, :-1, :]
         return z[:, :, 2:2 + frames]
 
-    def _ispec(self, z, length):
-        channels_shape = z.shape[:-2]
-        z = z.reshape((-1,) + z.shape[-2:])
-        return self._ispec_padded(np.pad(z, ((0, 0), (0, 1), (2, 2))), channels_shape, length)
-
     def _ispec_of_mask(self, m, length):
-        """``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``, one source channel at a
-        time: its complex spectrum is written straight into the zero-padded array the iSTFT
-        reads, so neither the whole complex mask nor its padded copy (44 MB each per
+        """demucs' ``_ispec(_mask(m), length)`` for ``m (S, 2C, Fr, T)``, one source channel
+        at a time: its complex spectrum is written straight into the zero-padded array the
+        iSTFT reads, so neither the whole complex mask nor its padded copy (44 MB each per
         segment) is made. The iSTFT works row by row anyway: the same values, the same bits."""
         sources, channels2, freqs, frames = m.shape
         pairs = m.reshape(sources * (channels2 // 2), 2, freqs, frames)
-        out = np.empty((pairs.shape[0], length), dtype=m.dtype)
-
-        def row(r):
-            # complex64 for float32 (torch.view_as_complex), as _mask
-            z = np.zeros((1, freqs + 1, frames + 4), dtype=np.result_type(m.dtype, np.complex64))
-            z.real[0, :freqs, 2:2 + frames] = pairs[r, 0]
-            z.imag[0, :freqs, 2:2 + frames] = pairs[r, 1]
-            out[r] = self._ispec_padded(z, (1,), length)[0]
-
-        share(row, pairs.shape[0])  # rows are independent: a spare core may take some
-        return out.reshape(sources, channels2 // 2, length)
-
-    def _ispec_padded(self, z, channels_shape, length):
-        """The iSTFT of ``z (rows, Fr + 1, T + 4)``, already padded as ``_ispec`` pads."""
         hop = self.config.nfft // 4
         pad = hop // 2 * 3
         padded_length = hop * int(math.ceil(length / hop)) + 2 * pad
-        x = spectral.istft(z, hop, padded_length)[:, pad:pad + length]
-        return x.reshape(channels_shape + (length,))
+        out = np.empty((pairs.shape[0], length), dtype=m.dtype)
+
+        def row(r):
+            # complex64 for float32 (torch.view_as_complex), as _mask; padded as demucs'
+            # _ispec pads: one frequency row above, two frames on each side
+            z = np.zeros((1, freqs + 1, frames + 4), dtype=np.result_type(m.dtype, np.complex64))
+            z.real[0, :freqs, 2:2 + frames] = pairs[r, 0]
+            z.imag[0, :freqs, 2:2 + frames] = pairs[r, 1]
+            out[r] = spectral.istft(z, hop, padded_length)[0, pad:pad + length]
+
+        share(row, pairs.shape[0])  # rows are independent: a spare core may take some
+        return out.reshape(sources, channels2 // 2, length)
 
     @staticmethod
     def _magnitude(z):
