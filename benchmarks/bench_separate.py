@@ -105,8 +105,10 @@ def _instrument_ours(model, clock):
                       "channel_upsampler_t", "channel_downsampler_t"):
         if getattr(model, attribute, None) is not None:
             setattr(model, attribute, _Timed(getattr(model, attribute), "transformer", clock))
-    for attribute in ("_spec", "_ispec"):
-        setattr(model, attribute, _Timed(getattr(model, attribute), "stft", clock))
+    # HTDemucs runs its iSTFT through _ispec_of_mask (mask and iSTFT a row at a time)
+    for attribute in ("_spec", "_ispec", "_ispec_of_mask"):
+        if hasattr(model, attribute):
+            setattr(model, attribute, _Timed(getattr(model, attribute), "stft", clock))
 
 
 def _instrument_torch(model, clock):
