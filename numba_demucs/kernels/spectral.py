@@ -115,10 +115,10 @@ def istft(z, hop, length):
     window = hann_window(n_fft, real_dtype)
     start = n_fft // 2
     out = np.zeros((rows, length), dtype=real_dtype)
+    transform_dtype = z.dtype if z.dtype == np.complex128 or SINGLE_PRECISION_FFT else np.complex128
 
     def row(r):
-        native = z.dtype == np.complex128 or SINGLE_PRECISION_FFT
-        spectrum = z[r].T.astype(z.dtype if native else np.complex128)  # (frames, freqs)
+        spectrum = z[r].T.astype(transform_dtype)  # (frames, freqs)
         spectrum *= spectrum.real.dtype.type(math.sqrt(n_fft))
         frames = np.fft.irfft(spectrum, n=n_fft, axis=-1)  # (frames, n_fft)
         summed, envelope = overlap_add(frames[None], hop, window)
